@@ -1,0 +1,52 @@
+"""The one interface every backend implements: an async chat completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to make.
+
+    `json_schema`, when set, is a JSON Schema the answer must satisfy: the openai backend
+    sends it as `response_format={"type": "json_schema", ...}`, the local backend enforces
+    it by constrained decoding.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    seed: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """Everything besides the messages that changes the answer (part of the cache key)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "json_schema": self.json_schema,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class ChatResult:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A chat model. `complete` raises trace_builder.errors.LLMError when it gives up."""
+
+    name: str
+    model: str
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    async def aclose(self) -> None: ...
