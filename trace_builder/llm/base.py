@@ -21,6 +21,9 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     schema_name: str = "answer"
     seed: int | None = None
+    # Which pipeline task asks (e.g. 'respond.judge'): sent as a header for server-side
+    # logs and test doubles; not part of the cache key, since it does not change the answer.
+    task: str = ""
 
     def params(self) -> dict[str, Any]:
         """Everything besides the messages that changes the answer (part of the cache key)."""

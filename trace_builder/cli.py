@@ -1,0 +1,165 @@
+"""The `trace-build` command line: run, status, inspect, export, train, eval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trace_builder.config import STAGES, load_config
+from trace_builder.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
+console = Console(stderr=True)
+
+
+def _apply_overrides(config, *, out_limit, seeds, seed_column, backend, base_url, model, concurrency):
+    if out_limit is not None:
+        config.seeds.limit = out_limit
+    if seeds is not None:
+        config.seeds.source = str(seeds)
+    if seed_column is not None:
+        config.seeds.text_column = seed_column
+    if backend is not None:
+        config.backend.kind = backend
+    if base_url:
+        config.backend.base_urls = list(base_url)
+        if backend is None:
+            config.backend.kind = "openai"
+    if model is not None:
+        config.backend.model = model
+    if concurrency is not None:
+        config.backend.concurrency = concurrency
+    return config
+
+
+@app.command()
+def run(
+    stage: str = typer.Option("all", "--stage", help="all, or one of: " + ", ".join(STAGES)),
+    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML run config (default: configs/default.yaml)"),
+    out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
+    seeds: Optional[Path] = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
+    seed_column: Optional[str] = typer.Option(None, "--seed-column", help="column of the seed file holding the instruction"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local | openai | vllm"),
+    base_url: Optional[List[str]] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"),
+    model: Optional[str] = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
+    fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
+) -> None:
+    """Run the data pipeline (or one stage), resuming where a previous run stopped."""
+    from trace_builder.pipeline.runner import describe_summary, run_pipeline
+
+    if stage != "all" and stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}: use all or one of {', '.join(STAGES)}")
+    if backend is not None and backend not in ("local", "openai", "vllm"):
+        raise UserError(f"unknown backend {backend!r}: use local, openai or vllm")
+    config = load_config(config_path)
+    config = _apply_overrides(
+        config, out_limit=limit, seeds=seeds, seed_column=seed_column, backend=backend,
+        base_url=base_url, model=model, concurrency=concurrency,
+    )
+    stages = list(STAGES) if stage == "all" else [stage]
+    summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
+    describe_summary(summary, console)
+
+
+@app.command()
+def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
+    """Show each stage of a run: done / partial / pending, shards, rows, failures, tokens."""
+    from trace_builder.pipeline.runner import stage_rows
+
+    if not out.is_dir():
+        raise UserError(f"run directory {out} does not exist: pass --out with a run folder made by `trace-build run`")
+    table = Table(title=f"run {out}")
+    rows = stage_rows(out)
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("stage", "status") else "right")
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    Console().print(table)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="run folder, stage folder (e.g. runs/x/respond), final dataset or .parquet"),
+    limit: int = typer.Option(5, "--limit", min=0, help="rows to print"),
+    show_stats: bool = typer.Option(False, "--stats", help="distributions instead of rows"),
+    where: Optional[str] = typer.Option(None, "--where", help="pandas query, e.g. \"status == 'failed'\""),
+) -> None:
+    """Print rows of a stage or dataset, or their distributions with --stats."""
+    from trace_builder.inspect_data import apply_where, load_frame, stats
+
+    frame = apply_where(load_frame(path), where)
+    if show_stats:
+        manifest_dir = path if path.is_dir() else path.parent
+        print(json.dumps(stats(frame, manifest_dir), ensure_ascii=False, indent=2, default=str))
+        return
+    for record in frame.head(limit).to_dict("records"):
+        print(json.dumps(record, ensure_ascii=False, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
+    fmt: str = typer.Option(..., "--format", help="trace-jsonl | llamafactory | trl"),
+    dest: Path = typer.Option(..., "--dest", help="output file (trace-jsonl) or folder"),
+) -> None:
+    """Export final datasets for other tools."""
+    from trace_builder.export import export as do_export
+
+    for name, count in do_export(out, fmt, dest).items():
+        console.print(f"{name}: {count} rows")
+
+
+def _register_optional_commands() -> None:
+    # Training and evaluation pull in heavy libraries; they register only their typer shells here.
+    try:
+        from trace_builder.train.cli import train_command
+    except ImportError as exc:  # a missing optional extra must not break the data pipeline
+        _missing = str(exc)
+
+        @app.command("train")
+        def train_unavailable() -> None:
+            """Train SFT / DPO / IOPO (needs the [train] extra)."""
+            raise UserError(f"training is unavailable ({_missing}): pip install 'trace-build[train]'")
+    else:
+        app.command("train", help="Train SFT, DPO or IOPO on the final datasets.")(train_command)
+    try:
+        from trace_builder.evaluate.cli import eval_app
+    except ImportError:
+        pass
+    else:
+        app.add_typer(eval_app, name="eval")
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: finished shards are kept; rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive as ClickException
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

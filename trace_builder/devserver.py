@@ -1,0 +1,238 @@
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
+
+It is a test double, not a model: a `responder(task, body) -> str` decides each answer
+(the task comes from the X-Trace-Build-Task header), optional latency simulates a real
+server, and optional faults (429, 500, hangs, malformed JSON) exercise the client's
+retries. It speaks just enough HTTP/1.1 (keep-alive, Content-Length) for the openai
+client, on plain asyncio, so that it stays far faster than the client it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+Responder = Callable[[str, dict], str]
+
+
+@dataclass
+class Faults:
+    """Deterministic fault injection, by request hash: the same request meets the same fault.
+
+    Transient faults (429, 500, hang) strike only the first `transient_attempts` times a
+    request arrives, so a client that retries gets through; `malformed_json_every` answers
+    a structured request with broken JSON every time (the client must give up on it).
+    """
+
+    rate_limit_every: int = 0  # 429 with Retry-After: 0 on every Nth distinct request
+    server_error_every: int = 0  # 500
+    hang_every: int = 0  # no answer for `hang_s` (beyond the client's timeout)
+    malformed_json_every: int = 0
+    transient_attempts: int = 1
+    hang_s: float = 30.0
+
+    def pick(self, digest: int, attempt: int, structured: bool) -> str | None:
+        if structured and self.malformed_json_every and digest % self.malformed_json_every == 0:
+            return "malformed"
+        if attempt > self.transient_attempts:
+            return None
+        for name, every in (("429", self.rate_limit_every), ("500", self.server_error_every), ("hang", self.hang_every)):
+            # Shift by a different amount per fault so they strike different requests.
+            if every and (digest >> (3 * len(name))) % every == 0:
+                return name
+        return None
+
+
+@dataclass
+class _Stats:
+    by_task: Counter = field(default_factory=Counter)
+    by_request: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+
+
+def request_digest(body: dict) -> str:
+    """Identity of a chat request for counting repeats: messages + the parameters that matter."""
+    ident = {k: body.get(k) for k in ("model", "messages", "temperature", "max_tokens", "seed", "response_format")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ScriptedServer:
+    """Run with `with ScriptedServer(responder) as server:`; `server.base_url` ends in /v1."""
+
+    def __init__(
+        self,
+        responder: Responder,
+        latency_s: float = 0.0,
+        faults: Faults | None = None,
+        model: str = "scripted",
+        port: int = 0,
+    ):
+        self.responder = responder
+        self.latency_s = latency_s
+        self.faults = faults or Faults()
+        self.model = model
+        self.port = port
+        self.stats = _Stats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- lifecycle ----------------------------------------------------------------
+    def __enter__(self) -> "ScriptedServer":
+        self._thread = threading.Thread(target=self._serve_forever, name="scripted-llm-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=10):
+            raise RuntimeError("scripted server did not start within 10 s")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _serve_forever(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024)
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._server.close()
+            self._loop.close()
+
+    async def serve(self) -> None:
+        """Serve in the current event loop until cancelled (for `python -m trace_builder.devserver`)."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        async with self._server:
+            await self._server.serve_forever()
+
+    # -- HTTP -----------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
+                status, payload, extra = await self._route(method, path, headers, body)
+                self._write(writer, status, payload, extra)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    def _write(writer: asyncio.StreamWriter, status: int, payload: dict, extra: dict[str, str]) -> None:
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
+        head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+
+    async def _route(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, dict]:
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test"}]}, {}
+        if method == "GET" and path.endswith("/_stats"):
+            return 200, self.stats_snapshot(), {}
+        if method == "POST" and path.endswith("/chat/completions"):
+            return await self._chat(headers, json.loads(body))
+        return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}, {}
+
+    async def _chat(self, headers: dict, body: dict) -> tuple[int, dict, dict]:
+        task = headers.get("x-trace-build-task", "")
+        digest_hex = request_digest(body)
+        self.stats.by_request[digest_hex] += 1
+        attempt = self.stats.by_request[digest_hex]
+        structured = (body.get("response_format") or {}).get("type") == "json_schema"
+        fault = self.faults.pick(int(digest_hex[:12], 16), attempt, structured)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "429":
+            self.stats.faults["429"] += 1
+            return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"}
+        if fault == "500":
+            self.stats.faults["500"] += 1
+            return 500, {"error": {"message": "injected server error", "type": "server_error"}}, {}
+        if fault == "hang":
+            self.stats.faults["hang"] += 1
+            await asyncio.sleep(self.faults.hang_s)
+        self.stats.by_task[task] += 1
+        text = self.responder(task, body)
+        if fault == "malformed":
+            self.stats.faults["malformed"] += 1
+            text = text[: max(1, len(text) // 2)].replace("{", "{'", 1)
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
+        return 200, {
+            "id": "chatcmpl-" + digest_hex[:12],
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", self.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text) // 4 + 1,
+                "total_tokens": prompt_tokens + len(text) // 4 + 1,
+            },
+        }, {}
+
+    def stats_snapshot(self) -> dict:
+        return {
+            "by_task": dict(self.stats.by_task),
+            "requests": sum(self.stats.by_request.values()),
+            "distinct": len(self.stats.by_request),
+            "repeated": {k: v for k, v in self.stats.by_request.items() if v > 1},
+            "faults": dict(self.stats.faults),
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m trace_builder.devserver --port 8011 --latency 0.5`: serve the pipeline script."""
+    import argparse
+
+    from trace_builder.scripted import respond
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--model", default="scripted")
+    args = parser.parse_args(argv)
+    server = ScriptedServer(respond, latency_s=args.latency, model=args.model, port=args.port)
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve())
+        while server._server is None:
+            await asyncio.sleep(0.01)
+        print(server.base_url, flush=True)
+        await task
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Build the backend a config asks for; heavy backends are imported only when chosen."""
+
+from __future__ import annotations
+
+from trace_builder.config import BackendConfig
+from trace_builder.errors import UserError
+from trace_builder.llm.base import Backend
+
+
+def make_backend(config: BackendConfig) -> Backend:
+    if config.kind == "openai":
+        from trace_builder.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(
+            model=config.model,
+            base_urls=config.base_urls,
+            api_key=config.api_key,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+    if config.kind == "local":
+        from trace_builder.llm.local import LocalBackend
+
+        return LocalBackend(model=config.model, batch_size=config.batch_size)
+    if config.kind == "vllm":
+        from trace_builder.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model=config.model, engine_args=config.engine_args)
+    raise UserError(f"unknown backend {config.kind!r}: use local, openai or vllm")
+
+
+async def preflight(backend: Backend) -> None:
+    """Let a backend fail fast with a clear line before any work starts (if it can check)."""
+    check = getattr(backend, "preflight", None)
+    if check is not None:
+        await check()

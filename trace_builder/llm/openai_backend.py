@@ -1,0 +1,206 @@
+"""The openai backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, OpenAI), with retries."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base
+
+from trace_builder.errors import LLMError, UserError
+from trace_builder.llm.base import ChatRequest, ChatResult
+from trace_builder.llm.structured import is_closed_schema
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_RETRY_AFTER_CAP_S = 120.0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """429, 5xx, timeouts and dropped connections are worth another try; the rest are not."""
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return False
+
+
+def _retry_after_s(exc: BaseException | None) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(float(value), _RETRY_AFTER_CAP_S)
+    except ValueError:
+        return None  # an HTTP date: rare from LLM servers, fall back to backoff
+
+
+class _BackoffHonouringRetryAfter(wait_base):
+    """Exponential backoff with full jitter, unless the server said how long to wait."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.initial = initial
+        self.maximum = maximum
+
+    def __call__(self, retry_state) -> float:
+        outcome = retry_state.outcome
+        told = _retry_after_s(outcome.exception() if outcome is not None else None)
+        if told is not None:
+            return told
+        ceiling = min(self.maximum, self.initial * 2 ** (retry_state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+
+@dataclass
+class _Replica:
+    base_url: str
+    client: openai.AsyncOpenAI
+    in_flight: int = 0
+
+
+class OpenAIBackend:
+    """Chat completions over HTTP, spread over one or more replicas of the same model.
+
+    Each request goes to the replica with the fewest requests in flight; transient errors
+    are retried with backoff (honouring Retry-After); a request gives up after
+    `max_retries` retries with an LLMError naming the last failure.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_urls: list[str] | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+    ):
+        self.model = model
+        urls = list(base_urls or []) or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._replicas = [
+            _Replica(
+                url.rstrip("/"),
+                openai.AsyncOpenAI(
+                    base_url=url,
+                    api_key=key,
+                    timeout=timeout_s,
+                    max_retries=0,  # tenacity below retries, with our policy
+                ),
+            )
+            for url in urls
+        ]
+        self._max_retries = max_retries
+        self._wait = _BackoffHonouringRetryAfter(backoff_initial_s, backoff_max_s)
+        self._next = 0
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [r.base_url for r in self._replicas]
+
+    def _pick_replica(self) -> _Replica:
+        # Fewest in flight; rotate the starting point so ties spread evenly.
+        self._next = (self._next + 1) % len(self._replicas)
+        order = self._replicas[self._next :] + self._replicas[: self._next]
+        return min(order, key=lambda r: r.in_flight)
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        kwargs: dict = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.task:
+            kwargs["extra_headers"] = {"X-Trace-Build-Task": request.task}
+        if request.json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.json_schema,
+                    # Strict mode rejects open objects (e.g. a check's free-form params).
+                    "strict": is_closed_schema(request.json_schema),
+                },
+            }
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(kwargs)
+        except openai.AuthenticationError as exc:
+            raise UserError(
+                f"the server at {self.base_urls[0]} rejected the API key (401): set OPENAI_API_KEY to a valid key"
+            ) from exc
+        except openai.NotFoundError as exc:
+            raise UserError(
+                f"model {self.model!r} is not served at {', '.join(self.base_urls)} (404): pass --model with a served name"
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise LLMError("timeout", f"no answer within the request timeout after {self._max_retries} retries") from exc
+        except openai.APIConnectionError as exc:
+            raise LLMError("connection_error", str(exc)[:120]) from exc
+        except openai.APIStatusError as exc:
+            reason = "rate_limited" if exc.status_code == 429 else f"http_{exc.status_code}"
+            raise LLMError(reason, str(exc.message)[:120]) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _send(self, kwargs: dict) -> ChatResult:
+        replica = self._pick_replica()
+        replica.in_flight += 1
+        try:
+            response = await replica.client.chat.completions.create(**kwargs)
+        finally:
+            replica.in_flight -= 1
+        if not response.choices:
+            raise LLMError("no_choices", "the server returned no choices")
+        choice = response.choices[0]
+        usage = response.usage
+        return ChatResult(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def preflight(self) -> None:
+        """Fail fast, with one clear line, if a server is down, rejects the key or lacks the model."""
+        for replica in self._replicas:
+            try:
+                models = await replica.client.with_options(timeout=10.0, max_retries=1).models.list()
+            except openai.AuthenticationError:
+                raise UserError(
+                    f"the server at {replica.base_url} rejected the API key (401): set OPENAI_API_KEY to a valid key"
+                ) from None
+            except (openai.APIConnectionError, openai.APITimeoutError):
+                raise UserError(
+                    f"cannot reach an OpenAI-compatible server at {replica.base_url}: start one "
+                    "(scripts/serve_vllm.sh) or pass --base-url with the right address"
+                ) from None
+            except openai.APIStatusError:
+                continue  # some servers have no /models; the first request will tell
+            served = [m.id for m in models.data]
+            if served and self.model not in served:
+                raise UserError(
+                    f"model {self.model!r} is not served at {replica.base_url} (it serves: "
+                    f"{', '.join(served[:5])}): pass --model with one of those"
+                )
+
+    async def aclose(self) -> None:
+        for replica in self._replicas:
+            await replica.client.close()

@@ -1,0 +1,119 @@
+"""Structured answers: JSON Schemas for response_format, and a tolerant parser as the fallback."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from trace_builder.errors import LLMError
+
+M = TypeVar("M", bound=BaseModel)
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema made acceptable to strict structured-output servers.
+
+    OpenAI's strict mode (and grammar compilers) want every object closed and every
+    property required; pydantic leaves both open by default.
+    """
+    schema = model.model_json_schema()
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            node.pop("default", None)
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(schema)
+    return schema
+
+
+def is_closed_schema(schema: Any) -> bool:
+    """True when every object lists its properties and forbids others (what strict mode needs)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+            return False
+        return all(is_closed_schema(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(is_closed_schema(v) for v in schema)
+    return True
+
+
+def _first_json_object(text: str) -> str | None:
+    """The first balanced {...} in `text`, honouring strings and escapes."""
+    start = text.find("{")
+    while start != -1:
+        depth, in_string, escaped = 0, False, False
+        for i in range(start, len(text)):
+            ch = text[i]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : i + 1]
+        start = text.find("{", start + 1)
+    return None
+
+
+def loads_tolerant(text: str) -> Any:
+    """Parse JSON the way a forgiving reader would: raw, fenced, embedded, trailing commas.
+
+    Raises ValueError when nothing JSON-like can be read.
+    """
+    candidates = [text.strip()]
+    candidates += [m.strip() for m in _FENCE.findall(text)]
+    embedded = _first_json_object(text)
+    if embedded:
+        candidates.append(embedded)
+    for candidate in candidates:
+        for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
+            try:
+                return json.loads(variant)
+            except (json.JSONDecodeError, ValueError):
+                continue
+    raise ValueError("no JSON object found")
+
+
+def parse_structured(text: str, model: type[M]) -> M:
+    """Validate an answer against `model`; LLMError('invalid_json' | 'schema_mismatch') if unusable."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError:
+        pass
+    try:
+        data = loads_tolerant(text)
+    except ValueError:
+        raise LLMError("invalid_json", _snippet(text)) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
+        raise LLMError("schema_mismatch", f"{where}: {first.get('msg', '')}") from None
+
+
+def _snippet(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

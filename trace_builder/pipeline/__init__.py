@@ -1,0 +1,1 @@
+"""The data pipeline: seeds -> taxonomy -> expand -> respond -> perturb -> filter."""

@@ -1,0 +1,125 @@
+"""Stage 'expand': add the planned constraints to a seed, structure the result, check its quality."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from trace_builder.pipeline.context import StageContext
+from trace_builder.pipeline.engine import fail
+from trace_builder.pipeline.instructions import ConstraintAnswer, check_catalogue, normalise_constraints, prompt_of
+from trace_builder.prompts import render_messages
+from trace_builder.records import NULL_INPUT, content_id
+from trace_builder.taxonomy import DIMENSIONS, get_dimension
+
+FIELDS = [
+    pa.field("id", pa.string()),
+    pa.field("expanded_text", pa.string()),
+    pa.field("description", pa.string()),
+    pa.field("constraints", pa.list_(pa.string())),
+    pa.field("dimensions", pa.list_(pa.string())),
+    pa.field("checks", pa.list_(pa.string())),  # JSON check spec per constraint, null if none
+    pa.field("input", pa.string()),
+    pa.field("constraint_count", pa.int32()),
+    pa.field("prompt", pa.string()),
+    pa.field("quality_verdict", pa.string()),
+    pa.field("quality_problems", pa.string()),  # JSON list
+    pa.field("checks_dropped", pa.int32()),
+]
+
+
+class StructuredInstruction(BaseModel):
+    description: str = Field(min_length=1, max_length=4000)
+    constraints: list[ConstraintAnswer] = Field(min_length=1, max_length=20)
+    input: str = Field(max_length=20000)
+
+
+class QualityProblem(BaseModel):
+    kind: Literal["redundant", "incomplete", "contradictory"]
+    constraint: int
+    explanation: str = Field(max_length=300)
+
+
+class QualityReview(BaseModel):
+    problems: list[QualityProblem] = Field(max_length=20)
+    verdict: Literal["pass", "repair", "reject"]
+    repaired_constraints: list[ConstraintAnswer] = Field(max_length=20)
+
+
+def _constraint_views(row: dict) -> list[dict]:
+    return [{"text": t, "dimension": d} for t, d in zip(row["constraints"], row["dimensions"])]
+
+
+def _set_constraints(row: dict, items: list[ConstraintAnswer]) -> None:
+    texts, dims, checks, dropped = normalise_constraints(items)
+    row.update(constraints=texts, dimensions=dims, checks=checks, constraint_count=len(texts))
+    row["checks_dropped"] = (row.get("checks_dropped") or 0) + dropped
+
+
+async def expand_row(ctx: StageContext, row: dict) -> dict:
+    client, gen, cfg = ctx.client, ctx.config.generation, ctx.config.expand
+    lang = row["language"]
+    planned = [get_dimension(d) for d in row["planned_dimensions"]]
+
+    # 1. Rewrite the seed with the planned constraints (free text, as TRACE's step 2).
+    expanded = await client.chat(
+        render_messages("expand", lang, dimensions=planned, seed_text=row["seed_text"], seed_input=row["seed_input"]),
+        tag="expand.rewrite",
+        temperature=gen.temperature,
+        max_tokens=gen.max_tokens,
+        seed=ctx.llm_seed("expand", row["seed_id"]),
+    )
+    row["expanded_text"] = expanded
+
+    # 2. Structure it into description / constraints[] / input (TRACE's step 3).
+    structured = await client.chat_json(
+        render_messages(
+            "structure",
+            lang,
+            expanded=expanded,
+            planned=[d.id for d in planned],
+            dimension_ids=[d.id for d in DIMENSIONS],
+            emit_checks=cfg.emit_checks,
+            check_catalogue=check_catalogue(lang) if cfg.emit_checks else "",
+        ),
+        StructuredInstruction,
+        tag="expand.structure",
+        temperature=0.0,
+        max_tokens=gen.max_tokens,
+    )
+    row["description"] = " ".join(structured.description.split())
+    # Material given with the seed is kept verbatim; the LLM's copy may have drifted.
+    if row["seed_input"] != NULL_INPUT:
+        row["input"] = row["seed_input"]
+    else:
+        row["input"] = structured.input.strip() or NULL_INPUT
+    _set_constraints(row, structured.constraints)
+
+    # 3. Quality check: reject or repair redundant, incomplete, contradictory (TRACE's step 4).
+    review = await client.chat_json(
+        render_messages(
+            "quality", lang, description=row["description"], constraints=_constraint_views(row), input_text=row["input"]
+        ),
+        QualityReview,
+        tag="expand.quality",
+        temperature=0.0,
+        max_tokens=gen.max_tokens,
+    )
+    row["quality_verdict"] = review.verdict
+    row["quality_problems"] = json.dumps([p.model_dump() for p in review.problems], ensure_ascii=False)
+    if review.verdict == "reject" or (review.verdict == "repair" and not cfg.repair):
+        first = review.problems[0] if review.problems else None
+        detail = f"{first.kind} constraint {first.constraint}: {first.explanation}" if first else ""
+        return fail(row, "expand", "quality_rejected", detail)
+    if review.verdict == "repair":
+        if not review.repaired_constraints:
+            return fail(row, "expand", "quality_repair_empty", "verdict 'repair' without repaired constraints")
+        _set_constraints(row, review.repaired_constraints)
+    if not row["description"]:
+        return fail(row, "expand", "empty_description")
+    row["prompt"] = prompt_of(row)
+    row["id"] = content_id(row["description"], row["constraints"], row["input"])
+    return row

@@ -1,0 +1,91 @@
+"""Shared pieces of the LLM stages: structured constraints, check specs, answering, judging."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from trace_builder.judge import Judgement, judge_response
+from trace_builder.llm.client import LLMClient
+from trace_builder.records import SYSTEM_PROMPT, build_user_prompt
+from trace_builder.taxonomy import DIMENSIONS, dimension_for_label
+
+DimensionId = Literal[tuple(d.id for d in DIMENSIONS)]  # type: ignore[valid-type]
+
+
+class CheckSpecAnswer(BaseModel):
+    kind: str = Field(max_length=64)
+    params: dict[str, Any]
+
+
+class ConstraintAnswer(BaseModel):
+    text: str = Field(min_length=1, max_length=600)
+    dimension: DimensionId  # type: ignore[valid-type]
+    check: CheckSpecAnswer | None
+
+
+@lru_cache(maxsize=4)
+def check_catalogue(language: str) -> str:
+    from trace_builder.verify import describe_kinds
+
+    return describe_kinds(language)
+
+
+def normalise_constraints(items: list[ConstraintAnswer]) -> tuple[list[str], list[str], list[str | None], int]:
+    """Texts, dimension ids and validated check specs (as JSON, None if absent or invalid).
+
+    Returns also how many specs were dropped as invalid: an LLM-written spec is data, run
+    only after it validates against the registry, and never as code.
+    """
+    from trace_builder.verify import validate_spec
+
+    texts, dims, checks, dropped = [], [], [], 0
+    for item in items:
+        texts.append(" ".join(item.text.split()))
+        dim = dimension_for_label(item.dimension)
+        dims.append(dim.id if dim else "unknown")
+        spec = validate_spec(item.check.model_dump()) if item.check is not None else None
+        if item.check is not None and spec is None:
+            dropped += 1
+        checks.append(json.dumps({"kind": spec.kind, "params": spec.params}, ensure_ascii=False) if spec else None)
+    return texts, dims, checks, dropped
+
+
+def parse_checks(checks: list[str | None] | None) -> list[dict | None]:
+    return [json.loads(c) if c else None for c in (checks or [])]
+
+
+def prompt_of(row: dict, suffix: str = "") -> str:
+    return build_user_prompt(row["description"], row["constraints" + suffix], row["input"])
+
+
+async def answer_instruction(client: LLMClient, prompt: str, *, tag: str, temperature: float, max_tokens: int, seed: int) -> str:
+    """The model's answer to an instruction, asked exactly as TRACE lays it out (system + user)."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return await client.chat(messages, tag=tag, temperature=temperature, max_tokens=max_tokens, seed=seed)
+
+
+async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str, tag: str, config) -> Judgement:
+    """Judge `response` against the row's constraints (suffix '' for x1, '_2' for x2)."""
+    return await judge_response(
+        client,
+        language=row["language"],
+        description=row["description"],
+        constraints=row["constraints" + suffix],
+        input_text=row["input"],
+        response=response,
+        checks=parse_checks(row["checks" + suffix]),
+        tag=tag,
+        temperature=config.generation.judge_temperature,
+        max_tokens=config.generation.judge_max_tokens,
+    )
+
+
+def failed_constraints(judgement: Judgement) -> str:
+    """'2 (llm: 6), 4 (code: 0)' for a reason detail."""
+    return ", ".join(
+        f"{i} ({v.decided_by}: {v.score})" for i, v in enumerate(judgement.verdicts, start=1) if v.score != 10
+    )
