@@ -101,7 +101,8 @@ def inspect(
         manifest_dir = path if path.is_dir() else path.parent
         print(json.dumps(stats(frame, manifest_dir), ensure_ascii=False, indent=2, default=str))
         return
-    for record in frame.head(limit).to_dict("records"):
+    head = frame.head(limit)
+    for record in head.astype(object).where(head.notna(), None).to_dict("records"):
         print(json.dumps(record, ensure_ascii=False, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 

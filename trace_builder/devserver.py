@@ -97,6 +97,7 @@ class ScriptedServer:
 
     def __exit__(self, *exc_info) -> None:
         if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -114,6 +115,14 @@ class ScriptedServer:
         finally:
             self._server.close()
             self._loop.close()
+
+    async def _shutdown(self) -> None:
+        # Close open connections inside the loop, so nothing is left for a closed loop.
+        self._server.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def serve(self) -> None:
         """Serve in the current event loop until cancelled (for `python -m trace_builder.devserver`)."""

@@ -116,7 +116,7 @@ def respond(task: str, body: dict) -> str:
 def judge(user: str) -> str:
     """10 for every listed constraint whose mark (or keyword) is in the response, else 2."""
     response = user.split("<<<", 1)[1].rsplit(">>>", 1)[0] if "<<<" in user else ""
-    section = user.split("<<<", 1)[0]
+    section = re.split(r"Constraints to grade:|待评分的约束：", user.split("<<<", 1)[0])[-1]
     scores = []
     for index, (_, text) in enumerate(_numbered_lines(section), start=1):
         ok = mark(text) in response

@@ -1,0 +1,53 @@
+"""Shared fixtures: the scripted OpenAI-compatible server and a small run config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from trace_builder.devserver import Faults, ScriptedServer
+from trace_builder.scripted import respond
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def scripted_server():
+    with ScriptedServer(respond) as server:
+        yield server
+
+
+@pytest.fixture
+def faulty_server():
+    faults = Faults(rate_limit_every=5, server_error_every=7, hang_every=13, malformed_json_every=9, hang_s=3.0)
+    with ScriptedServer(respond, faults=faults) as server:
+        yield server
+
+
+def write_config(path, base_url: str, **overrides) -> str:
+    """A YAML run config pointing at the scripted server; `overrides` are top-level YAML snippets."""
+    text = f"""
+seed: 7
+shard_size: {overrides.pop('shard_size', 8)}
+backend:
+  kind: openai
+  model: scripted
+  base_urls: ["{base_url}"]
+  concurrency: {overrides.pop('concurrency', 16)}
+  timeout_s: {overrides.pop('timeout_s', 30)}
+  max_retries: 4
+generation:
+  temperature: 0.0
+seeds:
+  source: builtin
+  limit: {overrides.pop('limit', 24)}
+filter:
+  eval_size: {overrides.pop('eval_size', 3)}
+  train_size: null
+"""
+    for key, value in overrides.items():
+        text += f"{key}: {value}\n"
+    path.write_text(text)
+    return str(path)
