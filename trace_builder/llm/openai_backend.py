@@ -124,7 +124,9 @@ class OpenAIBackend:
         if request.task:
             kwargs["extra_headers"] = {"X-Trace-Build-Task": request.task}
         if request.json_schema is not None:
-            kwargs["response_format"] = {
+            # Sent raw through extra_body: the client's typed transform walks the whole
+            # schema recursively on every request, which costs more than the request itself.
+            kwargs["extra_body"] = {"response_format": {
                 "type": "json_schema",
                 "json_schema": {
                     "name": request.schema_name,
@@ -132,7 +134,7 @@ class OpenAIBackend:
                     # Strict mode rejects open objects (e.g. a check's free-form params).
                     "strict": is_closed_schema(request.json_schema),
                 },
-            }
+            }}
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self._max_retries + 1),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,8 +22,15 @@ def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema made acceptable to strict structured-output servers.
 
     OpenAI's strict mode (and grammar compilers) want every object closed and every
-    property required; pydantic leaves both open by default.
+    property required; pydantic leaves both open by default. Returns a fresh copy the
+    caller may change.
     """
+    return copy.deepcopy(_strict_schema(model))
+
+
+@lru_cache(maxsize=64)
+def _strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # pydantic takes milliseconds to build a schema: far too slow to do per request.
     schema = model.model_json_schema()
 
     def close(node: Any) -> None:
