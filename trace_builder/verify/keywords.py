@@ -1,0 +1,111 @@
+"""Keyword checks: must include, must exclude, how often.
+
+Matching is case-insensitive unless case_sensitive, and whitespace inside a keyword matches
+any whitespace. With whole_word (the default) a keyword that starts or ends with a Latin
+letter or digit must not be glued to another one there ("cat" is not found in "category");
+CJK keywords have no word boundaries, so they match anywhere ("人工智能" in "人工智能技术").
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from trace_builder.verify.registry import CountBounds, Params, Verdict, register, within_bounds
+from trace_builder.verify.text import CJK_CHAR
+
+Keyword = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+
+
+def _is_spaced_word_char(char: str) -> bool:
+    return (char.isalnum() or char == "_") and CJK_CHAR.match(char) is None
+
+
+# One letter/digit/underscore of a spaced script (\w minus CJK).
+_SPACED_CHAR = "[^\\W" + CJK_CHAR.pattern[1:-1] + "]"
+
+
+@lru_cache(maxsize=4096)
+def keyword_pattern(keyword: str, case_sensitive: bool, whole_word: bool) -> re.Pattern[str]:
+    parts = [re.escape(part) for part in keyword.split()]
+    body = r"\s+".join(parts)
+    stripped = keyword.strip()
+    if whole_word and _is_spaced_word_char(stripped[0]):
+        body = r"(?<!" + _SPACED_CHAR + ")" + body
+    if whole_word and _is_spaced_word_char(stripped[-1]):
+        body = body + r"(?!" + _SPACED_CHAR + ")"
+    return re.compile(body, 0 if case_sensitive else re.IGNORECASE)
+
+
+def count_keyword(response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True) -> int:
+    return sum(1 for _ in keyword_pattern(keyword, case_sensitive, whole_word).finditer(response))
+
+
+class KeywordsParams(Params):
+    keywords: list[Keyword] = Field(min_length=1, max_length=50)
+    case_sensitive: bool = False
+    whole_word: bool = True
+
+
+class IncludeParams(KeywordsParams):
+    require: Literal["all", "any"] = Field(default="all", description="all keywords, or at least one")
+
+
+@register(
+    "keyword_include",
+    IncludeParams,
+    ("inclusion",),
+    'the response contains the keywords (require="all") or at least one of them ("any")',
+    '回复包含这些关键词（require="all" 全部包含，"any" 至少一个）',
+)
+def check_keyword_include(
+    response: str, keywords: list[str], require: str = "all", case_sensitive: bool = False, whole_word: bool = True
+) -> Verdict:
+    found = [k for k in keywords if keyword_pattern(k, case_sensitive, whole_word).search(response)]
+    missing = [k for k in keywords if k not in found]
+    if require == "any":
+        if found:
+            return Verdict(True, f"found {found!r}")
+        return Verdict(False, f"none of {keywords!r} found")
+    if missing:
+        return Verdict(False, f"missing {missing!r}")
+    return Verdict(True, f"all {len(keywords)} keywords found")
+
+
+@register(
+    "keyword_exclude",
+    KeywordsParams,
+    ("exclusion", "negative_example"),
+    "none of the keywords appears in the response",
+    "回复中不出现任何这些关键词",
+)
+def check_keyword_exclude(
+    response: str, keywords: list[str], case_sensitive: bool = False, whole_word: bool = True
+) -> Verdict:
+    present = [k for k in keywords if keyword_pattern(k, case_sensitive, whole_word).search(response)]
+    if present:
+        return Verdict(False, f"forbidden {present!r} present")
+    return Verdict(True, f"none of {len(keywords)} forbidden keywords present")
+
+
+class FrequencyParams(CountBounds):
+    keyword: Keyword
+    case_sensitive: bool = False
+    whole_word: bool = True
+
+
+@register(
+    "keyword_frequency",
+    FrequencyParams,
+    ("inclusion", "numerical"),
+    "how many times the keyword occurs (min/max/exact)",
+    "关键词出现的次数（min/max/exact）",
+)
+def check_keyword_frequency(
+    response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True, **bounds: int | None
+) -> Verdict:
+    count = count_keyword(response, keyword, case_sensitive, whole_word)
+    return within_bounds(count, f"occurrences of {keyword!r}", **bounds)
