@@ -13,11 +13,16 @@ from trace_builder.llm.client import LLMClient
 from trace_builder.records import SYSTEM_PROMPT, build_user_prompt
 from trace_builder.taxonomy import DIMENSIONS, dimension_for_label
 
+from trace_builder.verify import KINDS
+
 DimensionId = Literal[tuple(d.id for d in DIMENSIONS)]  # type: ignore[valid-type]
+CheckKindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 
 
 class CheckSpecAnswer(BaseModel):
-    kind: str = Field(max_length=64)
+    # An enum, so constrained decoders can only name registered kinds; params are
+    # validated against the kind's own schema afterwards (validate_spec).
+    kind: CheckKindName  # type: ignore[valid-type]
     params: dict[str, Any]
 
 
