@@ -57,12 +57,18 @@ async def run_row_stage(
     step: RowStep,
     schema: pa.Schema,
     *,
+    total_shards: int,
     max_rows_in_flight: int,
+    input_ready: Callable[[int], Awaitable[None]],
     on_row_done: Callable[[Row], None] = lambda row: None,
+    on_shard_written: Callable[[int], None] = lambda index: None,
 ) -> None:
-    """Map `step` over every row of `source`'s shards not yet in `target`."""
-    total = source.manifest["total_shards"] or 0
-    todo = [i for i in range(total) if i not in target.done_shards()]
+    """Map `step` over every row of `source`'s shards not yet in `target`.
+
+    `input_ready(i)` returns once source shard i exists: the source stage may still be
+    running, so stages stream into each other shard by shard instead of waiting.
+    """
+    todo = [i for i in range(total_shards) if i not in target.done_shards()]
     slots = asyncio.Semaphore(max_rows_in_flight)
 
     async def one_row(row: Row) -> Row:
@@ -76,11 +82,13 @@ async def run_row_stage(
     async def one_shard(index: int, tasks: list[asyncio.Task]) -> None:
         rows = await asyncio.gather(*tasks)
         target.write_shard(index, pa.Table.from_pylist(rows, schema=schema))
+        on_shard_written(index)
 
     shard_tasks: list[asyncio.Task] = []
     live_rows: set[asyncio.Task] = set()
     try:
         for index in todo:
+            await input_ready(index)
             row_tasks = []
             for row in read_shard_rows(source, index):
                 await slots.acquire()  # bounded memory: at most this many rows alive

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -24,7 +25,7 @@ from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import extend_schema, run_row_stage
 from trace_builder.pipeline.filter import run_filter
 from trace_builder.pipeline.seeds_stage import PLAN_FIELDS, SEED_SCHEMA, plan_row, run_seeds
-from trace_builder.progress import StageProgress
+from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
 from trace_builder.store import StageStore, write_json_atomic
 
@@ -132,23 +133,43 @@ async def run_pipeline(
     summary = RunSummary(run_dir)
     client: LLMClient | None = None
     try:
-        for stage in stages:
-            store = StageStore(run_dir, stage)
-            if store.status == "done":
-                summary.skipped.append(stage)
-                console.print(f"[dim]{stage:<9} done already ({store.rows_written()} rows), skipped[/dim]")
+        for wave in _waves(stages):
+            pending = []
+            for stage in wave:
+                store = StageStore(run_dir, stage)
+                if store.status == "done":
+                    summary.skipped.append(stage)
+                    console.print(f"[dim]{stage:<9} done already ({store.rows_written()} rows), skipped[/dim]")
+                else:
+                    pending.append(store)
+            if not pending:
                 continue
-            if client is None and any(_needs_llm(config, s) for s in stages[stages.index(stage) :]):
+            if client is None and any(_needs_llm(config, store.stage) for store in pending):
+                # Opened at the first stage that asks: a bad seed file fails before a model loads.
                 client = await _open_client(config, run_dir, console)
             ctx = StageContext(config, run_dir, client)
-            await _run_stage(ctx, stage, store, fingerprints[stage], console)
-            summary.ran.append(stage)
+            if pending[0].stage in _ROW_STAGES:
+                await _run_row_stages(ctx, pending, fingerprints, console)
+            else:
+                await _run_whole_stage(ctx, pending[0], fingerprints[pending[0].stage])
+            summary.ran.extend(store.stage for store in pending)
     finally:
         if client is not None:
             await client.aclose()
             if client.cache is not None:
                 client.cache.close()
     return _summarize(run_dir, summary)
+
+
+def _waves(stages: list[str]) -> list[list[str]]:
+    """Consecutive row-wise stages form one wave and run together; seeds and filter stand alone."""
+    waves: list[list[str]] = []
+    for stage in stages:
+        if waves and stage in _ROW_STAGES and waves[-1][-1] in _ROW_STAGES:
+            waves[-1].append(stage)
+        else:
+            waves.append([stage])
+    return waves
 
 
 def _validate_taxonomy(config: RunConfig) -> None:
@@ -169,33 +190,72 @@ async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LL
     return LLMClient(backend, RequestCache(run_dir / "cache.sqlite"), concurrency=config.backend.concurrency)
 
 
-async def _run_stage(ctx: StageContext, stage: str, store: StageStore, fingerprint: str, console: Console) -> None:
+async def _run_whole_stage(ctx: StageContext, store: StageStore, fingerprint: str) -> None:
+    """seeds or filter: stages that need all of their input at once."""
     started = time.monotonic()
-    source = StageStore(ctx.run_dir, _previous(stage)) if stage != "seeds" else None
+    source = StageStore(ctx.run_dir, _previous(store.stage)) if store.stage != "seeds" else None
     store.begin(fingerprint, source.manifest["total_shards"] if source else 0)
     extra: dict = {}
-    if stage == "seeds":
+    if store.stage == "seeds":
         await run_seeds(ctx, store)
-    elif stage == "filter":
-        extra = run_filter(source, store, ctx.config.filter, ctx.config.seed, ctx.run_dir)
     else:
-        step, _ = _ROW_STAGES[stage]
-        total_rows = sum(s["rows"] for s in source.manifest["shards"].values())
-        # Rows, not requests, are admitted: each row holds one request at a time, so twice
-        # the concurrency in rows keeps every request slot busy while rows change sub-step.
-        in_flight = 2 * ctx.config.backend.concurrency if ctx.client else 1024
-        with StageProgress(console, stage, total_rows, ctx.client) as bar:
-            await run_row_stage(
-                source,
-                store,
-                lambda row: step(ctx, row),
-                stage_schema(stage),
-                max_rows_in_flight=in_flight,
-                on_row_done=bar.row_done,
-            )
-    elapsed = time.monotonic() - started
-    usage = ctx.client.usage_for(stage) if ctx.client else {}
-    store.finish("done", usage, elapsed, failures=_failure_counts(store, stage), **extra)
+        extra = run_filter(source, store, ctx.config.filter, ctx.config.seed, ctx.run_dir)
+    usage = ctx.client.usage_for(store.stage) if ctx.client else {}
+    store.finish("done", usage, time.monotonic() - started, failures=_failure_counts(store, store.stage), **extra)
+
+
+async def _run_row_stages(
+    ctx: StageContext, stores: list[StageStore], fingerprints: dict[str, str], console: Console
+) -> None:
+    """Run consecutive row-wise stages at once, each consuming its input shard by shard.
+
+    A shard of respond starts the moment expand has written it, so the backend never idles
+    at a stage boundary waiting for the slowest row of the previous stage.
+    """
+    seeds = StageStore(ctx.run_dir, "seeds")
+    total_shards = seeds.manifest["total_shards"] or 0
+    total_rows = seeds.rows_written()
+    written: dict[tuple[str, int], asyncio.Event] = defaultdict(asyncio.Event)
+    running = {store.stage for store in stores}
+    # Rows, not requests, are admitted: each row holds one request at a time, so twice the
+    # concurrency in rows keeps every request slot busy while rows change sub-step.
+    in_flight = 2 * ctx.config.backend.concurrency if ctx.client else 1024
+
+    async def run_one(store: StageStore, bar) -> None:
+        started = time.monotonic()
+        source_stage = _previous(store.stage)
+        source = StageStore(ctx.run_dir, source_stage)
+        store.begin(fingerprints[store.stage], total_shards)
+
+        async def input_ready(index: int) -> None:
+            if source_stage in running:
+                await written[(source_stage, index)].wait()
+
+        step, _ = _ROW_STAGES[store.stage]
+        await run_row_stage(
+            source,
+            store,
+            lambda row: step(ctx, row),
+            stage_schema(store.stage),
+            total_shards=total_shards,
+            max_rows_in_flight=in_flight,
+            input_ready=input_ready,
+            on_row_done=bar.row_done,
+            on_shard_written=lambda index: written[(store.stage, index)].set(),
+        )
+        usage = ctx.client.usage_for(store.stage) if ctx.client else {}
+        store.finish("done", usage, time.monotonic() - started, failures=_failure_counts(store, store.stage))
+
+    with PipelineProgress(console, ctx.client) as progress:
+        for store in stores:  # shards finished in an earlier run are ready already
+            for index in store.done_shards():
+                written[(store.stage, index)].set()
+        tasks = [asyncio.create_task(run_one(store, progress.stage(store.stage, total_rows, store.rows_written()))) for store in stores]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 def _failure_counts(store: StageStore, stage: str) -> dict[str, int]:

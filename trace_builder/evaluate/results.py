@@ -1,0 +1,69 @@
+"""Turn an eval folder's judgements into metrics.json and its reports (markdown + HTML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trace_builder.errors import UserError
+from trace_builder.evaluate.metrics import ItemResult, compute_metrics
+from trace_builder.evaluate.report import Run, render_html, render_markdown
+from trace_builder.store import read_json, read_parquet_dir, write_json_atomic
+
+METRICS = "metrics.json"
+
+
+def item_results(judgements: pd.DataFrame) -> list[ItemResult]:
+    results = []
+    for row in judgements.itertuples(index=False):
+        scores = row.scores
+        results.append(
+            ItemResult(
+                id=str(row.id),
+                dimensions=tuple(str(d) for d in row.dimensions),
+                scores=None if scores is None else tuple(int(s) for s in scores),
+                status=str(row.status),
+                reason=str(row.reason or ""),
+                language=str(row.language or ""),
+            )
+        )
+    return results
+
+
+def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
+    """A finished eval folder as a Run (metrics.json plus the names in eval.json)."""
+    out_dir = Path(out_dir)
+    metrics_path = out_dir / METRICS
+    if not metrics_path.is_file():
+        raise UserError(f"{out_dir} holds no {METRICS}: pass a folder written by `trace-build eval --out`")
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{metrics_path} is not valid JSON: rerun `trace-build eval` on that folder to rewrite it") from None
+    manifest = read_json(out_dir / "eval.json") or {}
+    model = manifest.get("model", {})
+    judge = manifest.get("judge", {})
+    return Run(
+        name=name or out_dir.resolve().name,
+        metrics=metrics,
+        model=f"{model.get('kind', '?')}:{model.get('model', '?')}" if model else "",
+        judge=f"{judge.get('kind', '?')}:{judge.get('model', '?')}" if judge else "",
+        data=str(manifest.get("data", "")),
+    )
+
+
+def finalize(out_dir: Path, resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Metrics over every judged item in the folder, written with report.md and report.html."""
+    out_dir = Path(out_dir)
+    judgements = read_parquet_dir(out_dir / "judgements")
+    if judgements.empty:
+        raise UserError(f"{out_dir} holds no judgements yet: run `trace-build eval --out {out_dir}` first")
+    metrics = compute_metrics(item_results(judgements), resamples=resamples, seed=seed, confidence=confidence)
+    write_json_atomic(out_dir / METRICS, metrics)
+    run = run_from_folder(out_dir)
+    (out_dir / "report.md").write_text(render_markdown(run), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(run), encoding="utf-8")
+    return metrics

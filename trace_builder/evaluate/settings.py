@@ -1,0 +1,100 @@
+"""Eval settings: YAML (configs/eval/*.yaml) -> validated pydantic models, and the run's fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trace_builder.config import BackendConfig
+from trace_builder.errors import UserError
+from trace_builder.resources import configs_dir, prompts_dir
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerationSettings(_Strict):
+    """How the model under test answers: greedy by default, as benchmarks are run."""
+
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=1)
+    seed: int | None = None
+
+
+class JudgingSettings(_Strict):
+    temperature: float = Field(0.0, ge=0, le=2)
+    # None: 256 + 192 per constraint the LLM scores (a reason and a score each), so a
+    # 15-constraint item is not cut off mid-JSON.
+    max_tokens: int | None = Field(None, ge=16)
+    mode: str = Field("strict", pattern="^(strict|loose)$")
+
+
+class BootstrapSettings(_Strict):
+    resamples: int = Field(1000, ge=10, le=100_000)
+    seed: int = 0
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class EvalConfig(_Strict):
+    model: BackendConfig = Field(default_factory=BackendConfig)
+    judge: BackendConfig = Field(default_factory=BackendConfig)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    judging: JudgingSettings = Field(default_factory=JudgingSettings)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    chunk_size: int = Field(256, ge=1)
+    limit: int | None = Field(None, ge=1)
+
+
+def default_eval_config_path() -> Path:
+    return configs_dir() / "eval" / "default.yaml"
+
+
+def load_eval_config(path: Path | None = None) -> EvalConfig:
+    """Read and validate an eval YAML; every mistake becomes a one-line UserError."""
+    path = Path(path) if path is not None else default_eval_config_path()
+    if not path.is_file():
+        raise UserError(f"eval config file {path} does not exist: pass --config with an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"eval config file {path} is not valid YAML{where}: fix the syntax there") from None
+    if not isinstance(data, dict):
+        raise UserError(f"eval config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"eval config file {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
+
+
+def judge_prompt_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(prompts_dir().glob("*/judge.j2")):
+        digest.update(str(path.relative_to(prompts_dir())).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def eval_fingerprint(config: EvalConfig, items_digest: str) -> str:
+    """What the outputs depend on: the items, both models, sampling, judging and the judge prompt.
+
+    Transport (base URLs, concurrency, timeouts) and chunking never change an answer, so
+    they are left out: a rerun against another replica resumes.
+    """
+    payload = {
+        "items": items_digest,
+        "model": {"kind": config.model.kind, "model": config.model.model},
+        "judge": {"kind": config.judge.kind, "model": config.judge.model},
+        "generation": config.generation.model_dump(),
+        "judging": config.judging.model_dump(),
+        "judge_prompt": judge_prompt_digest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
