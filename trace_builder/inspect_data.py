@@ -46,6 +46,23 @@ def _counter_of_lists(series: pd.Series) -> Counter:
     return counter
 
 
+def check_share(frame: pd.DataFrame) -> dict[str, str]:
+    """Per dimension: how many constraints carry a deterministic check, of how many."""
+    carried: Counter = Counter()
+    total: Counter = Counter()
+    for dims, checks in zip(frame["dimensions"], frame["checks"]):
+        if dims is None or checks is None:
+            continue
+        for dim, check in zip(dims, checks):
+            total[dim] += 1
+            carried[dim] += check is not None
+    rows = {dim: f"{carried[dim]}/{n} ({carried[dim] / n:.0%})" for dim, n in total.most_common()}
+    if total:
+        all_n = sum(total.values())
+        rows["all"] = f"{sum(carried.values())}/{all_n} ({sum(carried.values()) / all_n:.0%})"
+    return rows
+
+
 def stats(frame: pd.DataFrame, manifest_dir: Path | None = None) -> dict[str, dict]:
     """Distributions a user wants first: counts, types, dimensions, statuses, reasons, tokens."""
     out: dict[str, dict] = {"rows": {"total": len(frame)}}
@@ -59,6 +76,8 @@ def stats(frame: pd.DataFrame, manifest_dir: Path | None = None) -> dict[str, di
             dim = dimension_for_label(dim_id)
             types[dim.type if dim else "unknown"] += n
         out["types"] = dict(types.most_common())
+    if "checks" in frame and "dimensions" in frame:
+        out["check_share_by_dimension"] = check_share(frame)
     for column in ("status", "filter_status", "dpo_status", "iopo_status", "perturb_op", "language"):
         if column in frame:
             out[column] = dict(Counter(frame[column].fillna("-")).most_common())

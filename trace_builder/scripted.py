@@ -53,6 +53,18 @@ def _constraint(dimension: str, salt: str) -> dict:
             "dimension": dimension,
             "check": {"kind": "keyword_include", "params": {"keywords": [keyword]}},
         }
+    if dimension == "exclusion":
+        return {
+            "text": f"Never use the word 'banned{tag}'.",
+            "dimension": dimension,
+            "check": {"kind": "keyword_exclude", "params": {"keywords": [f"banned{tag}"]}},
+        }
+    if dimension == "numerical":
+        return {
+            "text": f"Keep the answer under 300 words (rule #{tag}).",
+            "dimension": dimension,
+            "check": {"kind": "word_count", "params": {"max": 300}},
+        }
     return {"text": f"Follow the {dimension} rule #{tag}.", "dimension": dimension, "check": None}
 
 
@@ -113,8 +125,17 @@ def respond(task: str, body: dict) -> str:
     raise ValueError(f"scripted responder has no script for task {task!r}")
 
 
+def lenient_respond(task: str, body: dict) -> str:
+    """The same script with a judge that gives 10 to everything: what code checks must overrule."""
+    if "judge" in task:
+        section = re.split(r"Constraints to grade:|待评分的约束：", _user(body).split("<<<", 1)[0])[-1]
+        count = len(_numbered_lines(section))
+        return json.dumps({"scores": [{"index": i, "reason": "looks fine", "score": 10} for i in range(1, count + 1)]})
+    return respond(task, body)
+
+
 def judge(user: str) -> str:
-    """10 for every listed constraint whose mark (or keyword) is in the response, else 2."""
+    """10 for every listed constraint whose mark is in the response, else 2."""
     response = user.split("<<<", 1)[1].rsplit(">>>", 1)[0] if "<<<" in user else ""
     section = re.split(r"Constraints to grade:|待评分的约束：", user.split("<<<", 1)[0])[-1]
     scores = []

@@ -1,0 +1,39 @@
+"""Checks decide the constraints they cover, even against an LLM judge that says 10 to everything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from trace_builder.config import load_config
+from trace_builder.devserver import ScriptedServer
+from trace_builder.pipeline.runner import run_pipeline
+from trace_builder.scripted import lenient_respond
+from trace_builder.store import read_parquet_dir
+from tests.conftest import write_config
+
+
+def test_checker_overrules_a_wrong_llm_score(tmp_path):
+    weights = "{weights: {inclusion: 30, exclusion: 0, numerical: 0}, count_histogram: [0, 1]}"
+    with ScriptedServer(lenient_respond) as server:
+        config = load_config(write_config(tmp_path / "c.yaml", server.base_url, limit=12, taxonomy=weights))
+        asyncio.run(run_pipeline(config, tmp_path / "run", ["seeds", "taxonomy", "expand", "respond"]))
+    rows = read_parquet_dir(tmp_path / "run" / "respond")
+    rows = rows[rows["status"] == "ok"]
+    overruled = 0
+    for _, row in rows.iterrows():
+        verdicts = json.loads(row["rejected_judgement"])
+        for verdict, check in zip(verdicts, row["checks"]):
+            if check is None:
+                assert verdict["decided_by"] == "llm" and verdict["score"] == 10  # the lenient judge
+            else:
+                assert verdict["decided_by"] == "code"
+                assert verdict["detail"].startswith("keyword_include")
+        # the worse answer drops the first constraint's keyword: only code can notice
+        if row["checks"][0] is not None:
+            assert verdicts[0]["score"] == 0
+            assert row["dpo_status"] == "ok"
+            overruled += 1
+        else:
+            assert row["dpo_status"] == "failed" and row["dpo_reason"] == "rejected_passed_judge"
+    assert overruled >= 3
