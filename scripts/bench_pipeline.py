@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from trace_builder.config import RunConfig
+from trace_builder.inspect_data import check_share
+from trace_builder.store import read_parquet_dir
 from trace_builder.pipeline.runner import run_pipeline
 
 
@@ -70,6 +72,7 @@ def main() -> None:
             asyncio.run(run_pipeline(config, Path(tmp) / "run", ["seeds", "taxonomy", "expand", "respond", "perturb", "filter"]))
             elapsed = time.perf_counter() - started
             requests = server_requests(base_url)
+            coverage = check_share(read_parquet_dir(Path(tmp) / "run" / "expand"))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -86,6 +89,9 @@ def main() -> None:
     print(f"requests/s    {requests / elapsed:.1f}")
     print(f"per request   {1000 * elapsed / requests:.3f} ms of wall time")
     print(f"peak RSS      {peak_rss_mb:.0f} MiB")
+    print("constraints carrying a deterministic check, by dimension (scripted structure answers):")
+    for dimension, share in coverage.items():
+        print(f"  {dimension:<28} {share}")
 
 
 if __name__ == "__main__":
