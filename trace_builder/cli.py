@@ -80,7 +80,7 @@ def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run dir
     table = Table(title=f"run {out}")
     rows = stage_rows(out)
     for column in rows[0]:
-        table.add_column(column, justify="left" if column in ("stage", "status") else "right")
+        table.add_column(column, justify="left" if column in ("stage", "status") else "right", no_wrap=True)
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
     Console().print(table)
@@ -157,10 +157,11 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive as ClickException
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # Usage errors (bad flag values, unknown options) come as the CLI library's own
+        # exception types, which know how to print themselves in one short block.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
             sys.exit(exc.exit_code)
         raise

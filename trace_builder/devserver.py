@@ -83,12 +83,14 @@ class ScriptedServer:
         faults: Faults | None = None,
         model: str = "scripted",
         port: int = 0,
+        api_key: str | None = None,
     ):
         self.responder = responder
         self.latency_s = latency_s
         self.faults = faults or Faults()
         self.model = model
         self.port = port
+        self.api_key = api_key  # when set, any other bearer token gets a 401
         self.stats = _Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -171,12 +173,14 @@ class ScriptedServer:
     @staticmethod
     def _write(writer: asyncio.StreamWriter, status: int, payload: dict, extra: dict[str, str]) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
-        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
+        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
         head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(data)}"]
         head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
 
     async def _route(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, dict]:
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return 401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}}, {}
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return 200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test"}]}, {}
         if method == "GET" and path.endswith("/_stats"):

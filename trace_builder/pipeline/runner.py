@@ -305,9 +305,9 @@ def stage_rows(run_dir: Path) -> list[dict]:
                 "rows": store.rows_written(),
                 "failed": sum((store.manifest.get("failures") or {}).values()),
                 "requests": usage.get("requests", 0),
-                "cache_hits": usage.get("cache_hits", 0),
+                "cached": usage.get("cache_hits", 0),
                 "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-                "elapsed_s": store.manifest.get("elapsed_s", 0.0),
+                "secs": round(store.manifest.get("elapsed_s", 0.0), 1),
             }
         )
     return table
