@@ -10,6 +10,10 @@ import typer
 from trace_builder.errors import UserError
 
 
+def _short(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def train_command(
     method: str = typer.Option(..., "--method", help="sft | dpo | iopo"),
     data: Path = typer.Option(..., "--data", help="final dataset dir, e.g. runs/x/final/iopo"),
@@ -70,6 +74,7 @@ def train_command(
     metrics = run_training(settings)
     typer.echo(
         f"trained {metrics['method']} for {metrics['steps']} steps in {metrics['train_runtime_s']:.1f}s "
-        f"({metrics['tokens_per_s']} tokens/s); loss {metrics['first_loss']} -> {metrics['final_loss']}; "
+        f"({metrics['tokens_per_s']} tokens/s); loss {_short(metrics['first_loss'])} -> "
+        f"{_short(metrics['final_loss'])}; "
         f"outputs in {output}"
     )

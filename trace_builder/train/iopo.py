@@ -220,7 +220,9 @@ class IOPOTrainer(Trainer):
             model.to(self.accelerator.device)
         was_training = model.training
         model.eval()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data_collator
+        )
         loader = self.accelerator.prepare_data_loader(loader)
         found: list[tuple[str, list[float]]] = []
         adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else _nullcontext()

@@ -1,9 +1,10 @@
-"""Run one training job: load model and data, dispatch SFT/DPO (TRL) or IOPO (ours), save adapter, merged model and metrics."""
+"""One training job: load data and model, run SFT/DPO (TRL) or IOPO (ours), save adapter, merged model, metrics."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import resource
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ def load_tokenizer(model_path: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the tokenizer of {model_path} ({_first_line(exc)}): pass a local model dir") from None
+        raise UserError(
+            f"cannot load the tokenizer of {model_path} ({_first_line(exc)}): pass a local model dir"
+        ) from None
     ensure_chat_template(tokenizer)
     ensure_pad_token(tokenizer)
     return tokenizer
@@ -137,7 +140,11 @@ def _json_logger(path: Path) -> Any:
     from transformers import TrainerCallback
 
     class JsonlLog(TrainerCallback):
-        """Append every log record (loss, rewards, margins, ...) as one JSON line."""
+        """Append every log record (loss, rewards, margins, ...) as one JSON line; always log the last step."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True  # so metrics.json's final_loss is the last step's
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
@@ -198,6 +205,13 @@ def build_iopo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: li
     from trace_builder.train.iopo import IOPOCollator, IOPOTrainer, disable_dropout
     from trace_builder.train.reference import REFERENCE_FILE, fingerprint, load_reference, save_reference
 
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        duplicate = Counter(ids).most_common(1)[0][0]
+        raise UserError(
+            f"data dir {config.data} repeats id {duplicate}: IOPO keys reference log-probs by id; "
+            "rebuild the dataset with `trace-build run --stage filter`"
+        )
     examples = iopo_examples(rows, tokenizer, config.system_prompt, config.max_length)
     # The reference is the model before any step: the base weights (a fresh LoRA adapter is the
     # identity, and precompute_reference disables it anyway). Fingerprint them before LoRA is added.
@@ -271,15 +285,12 @@ def save_outputs(config: TrainConfig, trainer: Any, tokenizer: Any, model_path: 
 
 def merge_adapter(model_path: str, adapter_dir: Path, merged_dir: Path, tokenizer: Any) -> None:
     """Fold the adapter into a fresh copy of the base weights (works however training was sharded)."""
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.config.use_cache = True
-    if merged.dtype == torch.float32 and torch.cuda.is_available():
-        merged = merged.to(torch.bfloat16)
     merged.save_pretrained(str(merged_dir))
     tokenizer.save_pretrained(str(merged_dir))
 
