@@ -18,7 +18,7 @@ FULL_MARKS = 10
 
 class ConstraintScore(BaseModel):
     index: int = Field(description="1-based number of the constraint")
-    reason: str = Field(max_length=400, description="one short sentence")
+    reason: str = Field(max_length=200, description="one short sentence")
     score: int = Field(ge=0, le=10)
 
 

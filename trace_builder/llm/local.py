@@ -268,7 +268,9 @@ class _Engine:
         self.torch = torch
         torch.set_num_threads(num_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        # float32: CPUs without AVX-512 BF16 run bfloat16 matmuls far slower.
+        # float32: CPUs without AVX-512 BF16 run bfloat16 matmuls far slower. (int8 dynamic
+        # quantization decoded 3-5x faster but quantizes activations per tensor across the
+        # batch, which wrecked batched answers; weight-only int8 kernels were slower.)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         self.model.eval()
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)
@@ -532,6 +534,16 @@ class _Engine:
         )
 
 
+def default_thread_count() -> int:
+    """All cores but one, which stays free for the event loop and the rest of the process.
+
+    torch's OpenMP threads meet at a barrier in every matmul, so one descheduled thread
+    stalls them all: on the 2-core dev box, with other processes busy, 2 threads decoded
+    at 1.4 tokens/s (batch 1) and 4.7 (batch 8) where 1 thread did 19 and 110.
+    """
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def _keep_only(row_logits: Any, token_ids: Any) -> None:
     """Set every logit to -inf except those of `token_ids` (in place)."""
     kept = row_logits[token_ids].clone()
@@ -559,16 +571,22 @@ class LocalBackend:
     path of a local Hugging Face model directory. One worker thread owns the model: it
     collects up to `batch_size` waiting requests, generates them together and resolves
     their futures, so the event loop never blocks on the model.
+    num_threads: torch threads, process-wide (default: all cores but one).
     """
 
     name = "local"
 
-    def __init__(self, model: str = EMBEDDED_MODEL, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
+    def __init__(
+        self,
+        model: str = EMBEDDED_MODEL,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        num_threads: int | None = None,
+    ):
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size}): set a positive batch size")
         self.model = model
         self.batch_size = batch_size
-        self.num_threads = num_threads or os.cpu_count() or 1
+        self.num_threads = num_threads or default_thread_count()
         self._model_dir = resolve_model_dir(model)
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None

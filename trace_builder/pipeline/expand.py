@@ -32,9 +32,10 @@ FIELDS = [
 
 
 class StructuredInstruction(BaseModel):
-    description: str = Field(min_length=1, max_length=4000)
+    # No maxLength on the long fields: grammar compilers unroll it, and compile time grows with it.
+    description: str = Field(min_length=1)
     constraints: list[ConstraintAnswer] = Field(min_length=1, max_length=20)
-    input: str = Field(max_length=20000)
+    input: str
 
 
 class QualityProblem(BaseModel):

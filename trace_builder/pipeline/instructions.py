@@ -27,7 +27,7 @@ class CheckSpecAnswer(BaseModel):
 
 
 class ConstraintAnswer(BaseModel):
-    text: str = Field(min_length=1, max_length=600)
+    text: str = Field(min_length=1, max_length=400)
     dimension: DimensionId  # type: ignore[valid-type]
     check: CheckSpecAnswer | None
 

@@ -1,0 +1,80 @@
+"""Benchmark the embedded local backend: generated tokens/s at several batch sizes, with and without a JSON grammar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+from trace_builder.llm.base import ChatRequest
+from trace_builder.llm.local import EMBEDDED_MODEL, LocalBackend, ensure_embedded_model
+
+PROMPTS = (
+    "Write a short story about a lighthouse keeper.",
+    "Explain how rain forms, step by step.",
+    "Describe a busy market in the morning.",
+    "Give advice to a student starting university.",
+    "Write a letter to a friend about your holiday.",
+    "Explain why the sky is blue.",
+    "Describe your favourite meal and how to cook it.",
+    "Write a product description for a new bicycle.",
+)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 60},
+        "answer": {"type": "string", "maxLength": 400},
+        "score": {"type": "integer"},
+    },
+    "required": ["title", "answer", "score"],
+}
+
+
+def requests_for(batch: int, grammar: bool, max_tokens: int) -> list[ChatRequest]:
+    return [
+        ChatRequest(
+            messages=({"role": "user", "content": PROMPTS[i % len(PROMPTS)]},),
+            max_tokens=max_tokens,
+            json_schema=SCHEMA if grammar else None,
+        )
+        for i in range(batch)
+    ]
+
+
+async def measure(backend: LocalBackend, batch: int, grammar: bool, max_tokens: int) -> tuple[int, float]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(backend.complete(r) for r in requests_for(batch, grammar, max_tokens)))
+    return sum(r.completion_tokens for r in results), time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=EMBEDDED_MODEL)
+    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+
+    if args.model == EMBEDDED_MODEL:
+        started = time.perf_counter()
+        ensure_embedded_model()
+        print(f"ensure_embedded_model: {time.perf_counter() - started:.1f} s")
+    backend = LocalBackend(model=args.model, batch_size=max(batches), num_threads=args.threads)
+    started = time.perf_counter()
+    await backend.start()
+    print(f"load: {time.perf_counter() - started:.1f} s  (torch threads: {backend.num_threads}, cpus: {os.cpu_count()})")
+    await measure(backend, 1, True, 4)  # warm-up, compiles the grammar
+
+    print(f"{'batch':>5} {'grammar':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
+    for grammar in (False, True):
+        for batch in batches:
+            tokens, seconds = await measure(backend, batch, grammar, args.max_tokens)
+            print(f"{batch:>5} {str(grammar):>7} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f}")
+    await backend.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
