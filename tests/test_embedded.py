@@ -17,7 +17,7 @@ def test_default_run_on_the_embedded_model(tmp_path):
     config.write_text(
         "shard_size: 2\n"
         "backend: {kind: local, model: gemma3-270m, batch_size: 4}\n"
-        "generation: {temperature: 0.0, max_tokens: 96, judge_max_tokens: 120}\n"
+        "generation: {temperature: 0.0, max_tokens: 96, judge_tokens_per_constraint: 72}\n"
         "seeds: {source: builtin, limit: 2}\n"
         "taxonomy: {count_histogram: [1]}\n"
         "filter: {eval_size: 0, train_size: null}\n"

@@ -43,7 +43,7 @@ class GenerationConfig(_Strict):
     temperature: float = Field(0.7, ge=0, le=2)
     judge_temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
-    judge_max_tokens: int = Field(512, ge=16)
+    judge_tokens_per_constraint: int = Field(96, ge=16)  # the judge's budget grows with the list
 
 
 class SeedsConfig(_Strict):

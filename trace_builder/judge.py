@@ -18,7 +18,7 @@ FULL_MARKS = 10
 
 class ConstraintScore(BaseModel):
     index: int = Field(description="1-based number of the constraint")
-    reason: str = Field(max_length=200, description="one short sentence")
+    reason: str = Field(max_length=160, description="one short sentence")
     score: int = Field(ge=0, le=10)
 
 
@@ -71,6 +71,20 @@ def run_checks(response: str, checks: list[Any] | None, count: int, mode: str) -
     return verdicts
 
 
+def align_scores(scores: list[ConstraintScore], count: int) -> list[ConstraintScore]:
+    """The scores in constraint order: by their index when it numbers 1..count, else by position.
+
+    The schema pins the array to `count` items, but not the index values a model writes, so
+    a well-sized answer with muddled indices is still read in order.
+    """
+    by_index = {s.index: s for s in scores}
+    if sorted(by_index) == list(range(1, count + 1)) and len(scores) == count:
+        return [by_index[i] for i in range(1, count + 1)]
+    if len(scores) == count:
+        return list(scores)
+    raise LLMError("judge_count_mismatch", f"expected {count} scores, got {len(scores)}")
+
+
 def _judge_schema(count: int) -> dict[str, Any]:
     schema = strict_schema(JudgeAnswer)
     # Exactly one score per constraint: constrained decoders enforce it, others are checked below.
@@ -91,7 +105,7 @@ async def judge_response(
     mode: str = "strict",
     tag: str = "judge",
     temperature: float = 0.0,
-    max_tokens: int = 512,
+    tokens_per_constraint: int = 96,
 ) -> Judgement:
     """Score every constraint of an instruction against a response.
 
@@ -114,13 +128,10 @@ async def judge_response(
             JudgeAnswer,
             tag=tag,
             temperature=temperature,
-            max_tokens=max_tokens,
+            # A budget per constraint: one fixed cap would cut long lists mid-array.
+            max_tokens=32 + tokens_per_constraint * len(owned),
             json_schema=_judge_schema(len(owned)),
         )
-        by_index = {s.index: s for s in answer.scores}
-        if sorted(by_index) != list(range(1, len(owned) + 1)):
-            raise LLMError("judge_count_mismatch", f"expected scores for 1..{len(owned)}, got {sorted(by_index)}")
-        for position, i in enumerate(owned, start=1):
-            item = by_index[position]
+        for i, item in zip(owned, align_scores(answer.scores, len(owned))):
             llm[i] = ConstraintVerdict(item.score, "llm", item.reason)
     return Judgement([code[i] or llm[i] for i in range(len(constraints))])

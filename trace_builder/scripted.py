@@ -102,9 +102,12 @@ def respond(task: str, body: dict) -> str:
     if task.startswith("respond.judge") or task.startswith("perturb.judge") or task.endswith("judge"):
         return judge(user)
     if task == "respond.worse":
+        # Drop the first constraint's mark, use every banned word, and run long: a worse
+        # answer that fails the LLM's view and the code checks alike.
         good = user.split("<<<", 1)[1].rsplit(">>>", 1)[0].strip()
         kept = good.splitlines()
-        return "\n".join(kept[:1] + kept[2:]) if len(kept) > 1 else "I will not follow the constraints."
+        banned = " ".join(re.findall(r"'(banned[0-9a-f]+)'", user))
+        return "\n".join(kept[:1] + kept[2:] + [banned, "filler " * 320])
     if task == "perturb.rewrite":
         operation = _OPERATION.search(user).group(1).lower()
         current = [{"text": t, "dimension": d or "theme", "check": None} for d, t in _numbered_lines(user.split("<<<")[0])]

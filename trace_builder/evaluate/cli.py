@@ -114,7 +114,7 @@ def _print_summary(outcome, out: Path) -> None:
         console.print(f"[yellow]left out of the rates:[/yellow] {reasons}")
     console.print(
         f"[dim]{stats.items} items this run ({stats.skipped_items} already done) in {stats.wall_s:.1f} s, "
-        f"{stats.requests} requests ({stats.requests_per_s:.1f}/s); reports: {out / 'report.md'}, {out / 'report.html'}[/dim]"
+        f"{stats.requests} requests ({stats.requests_per_s:.3g}/s); reports: {out / 'report.md'}, {out / 'report.html'}[/dim]"
     )
 
 

@@ -80,12 +80,6 @@ def items_digest(items: Sequence[EvalItem]) -> str:
     return digest.hexdigest()[:16]
 
 
-def judge_max_tokens(config: EvalConfig, item: EvalItem) -> int:
-    if config.judging.max_tokens is not None:
-        return config.judging.max_tokens
-    return 256 + 192 * item.constraint_count
-
-
 @dataclass
 class ItemOutcome:
     """One item's prediction row and judgement row."""
@@ -194,7 +188,7 @@ async def evaluate_item(
             mode=config.judging.mode,
             tag=JUDGE_TAG,
             temperature=config.judging.temperature,
-            max_tokens=judge_max_tokens(config, item),
+            tokens_per_constraint=config.judging.tokens_per_constraint,
         )
     except LLMError as exc:
         return ItemOutcome(prediction, _failed_judgement(item, JUDGE_FAILED, exc.reason))
@@ -222,7 +216,8 @@ class _RateColumn(ProgressColumn):
         rate = task.completed / elapsed if elapsed > 0 else 0.0
         failed = task.fields.get("failed", 0)
         style = "red" if failed else "dim"
-        return Text(f"{rate:6.1f}/s  failed {failed}", style=style)
+        shown = f"{rate:6.1f}" if rate >= 1 or rate == 0 else f"{rate:6.3f}"  # a local CPU model is slow
+        return Text(f"{shown}/s  failed {failed}", style=style)
 
 
 def _progress(console: Console | None, enabled: bool) -> Progress:

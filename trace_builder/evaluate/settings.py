@@ -28,9 +28,9 @@ class GenerationSettings(_Strict):
 
 class JudgingSettings(_Strict):
     temperature: float = Field(0.0, ge=0, le=2)
-    # None: 256 + 192 per constraint the LLM scores (a reason and a score each), so a
-    # 15-constraint item is not cut off mid-JSON.
-    max_tokens: int | None = Field(None, ge=16)
+    # The judge's budget grows with the constraints it scores (a reason and a score each),
+    # so a 15-constraint item is not cut off mid-JSON.
+    tokens_per_constraint: int = Field(192, ge=16)
     mode: str = Field("strict", pattern="^(strict|loose)$")
 
 

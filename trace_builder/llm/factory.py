@@ -30,7 +30,8 @@ def make_backend(config: BackendConfig) -> Backend:
 
 
 async def preflight(backend: Backend) -> None:
-    """Let a backend fail fast with a clear line before any work starts (if it can check)."""
-    check = getattr(backend, "preflight", None)
-    if check is not None:
-        await check()
+    """Fail fast with a clear line before any work starts: check a server, or load a local model."""
+    for step in ("preflight", "start"):
+        call = getattr(backend, step, None)
+        if call is not None:
+            await call()

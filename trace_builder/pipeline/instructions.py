@@ -85,7 +85,7 @@ async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str,
         checks=parse_checks(row["checks" + suffix]),
         tag=tag,
         temperature=config.generation.judge_temperature,
-        max_tokens=config.generation.judge_max_tokens,
+        tokens_per_constraint=config.generation.judge_tokens_per_constraint,
     )
 
 

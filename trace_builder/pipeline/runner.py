@@ -185,8 +185,10 @@ def _validate_taxonomy(config: RunConfig) -> None:
 
 async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LLMClient:
     backend = make_backend(config.backend)
-    await preflight(backend)
     console.print(f"[dim]backend {config.backend.kind}: model {config.backend.model}[/dim]")
+    if config.backend.kind == "local":
+        console.print("[dim]loading the model (the first time, the embedded one is converted: about a minute)[/dim]")
+    await preflight(backend)
     return LLMClient(backend, RequestCache(run_dir / "cache.sqlite"), concurrency=config.backend.concurrency)
 
 

@@ -1,0 +1,208 @@
+"""End-to-end eval against the scripted server: known judgements give known metrics; resume; compare; CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.test_eval_support import known_rows, scripted, scripted_config, write_jsonl
+from trace_builder.devserver import ScriptedServer
+from trace_builder.errors import UserError
+from trace_builder.evaluate.cli import eval_app
+from trace_builder.evaluate.runner import evaluate_path
+from trace_builder.judge import judge_response
+from trace_builder.llm.cache import RequestCache
+
+
+@pytest.fixture
+def servers():
+    """The model under test and the judge, each on its own scripted server."""
+    with ScriptedServer(scripted) as model, ScriptedServer(scripted, model="scripted-judge") as judge:
+        yield model, judge
+
+
+def _requests(servers) -> int:
+    return sum(s.stats_snapshot()["requests"] for s in servers)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_jsonl(tmp_path / "known.jsonl", known_rows())
+
+
+def _run(data, out, config, **kwargs):
+    return asyncio.run(evaluate_path(data, out, config, show_progress=False, **kwargs))
+
+
+def test_known_judgements_give_known_metrics(servers, data, tmp_path):
+    out = tmp_path / "eval"
+    outcome = _run(data, out, scripted_config(servers[0].base_url, servers[1].base_url))
+    m = outcome.metrics
+    # A followed; B 8; C followed; D 10+5; E judge fails; F empty answer -> 0; G generation fails.
+    assert m["items"]["total"] == 7 and m["items"]["judged"] == 5
+    assert m["items"]["generation_failed"] == 1 and m["items"]["judge_failed"] == 1
+    assert m["items"]["failure_reasons"] == {"generation_failed:connection_error": 1, "judge_failed:invalid_json": 1}
+    assert (m["if_s"]["hits"], m["if_s"]["n"]) == (1, 3)  # A yes, B no, F no
+    assert (m["if_m"]["hits"], m["if_m"]["n"]) == (1, 2)  # C yes, D no
+    assert (m["overall"]["hits"], m["overall"]["n"]) == (2, 5)
+    assert (m["csr"]["hits"], m["csr"]["n"]) == (5, 8)
+    assert m["mean_score"]["value"] == pytest.approx((10 + 8 + 30 + 15 + 0) / 8)
+    assert m["by_dimension"]["theme"]["csr"]["value"] == pytest.approx(1 / 2)  # A 10, F 0
+    assert m["by_dimension"]["inclusion"]["csr"]["value"] == pytest.approx(1.0)  # C, D
+    assert m["by_dimension"]["tone_style"]["csr"]["value"] == pytest.approx(0.0)  # D 5 (E not judged)
+    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(4 / 6)
+    assert json.loads((out / "metrics.json").read_text()) == m
+
+    predictions = pd.read_parquet(out / "predictions")
+    judgements = pd.read_parquet(out / "judgements")
+    assert sorted(p.name for p in (out / "judgements").glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert list(predictions["id"]) == list("ABCDEFG")
+    assert predictions.set_index("id").loc["A", "prompt"] == known_rows()[0]["messages"][1]["content"]
+    by_id = judgements.set_index("id")
+    assert list(by_id.loc["D", "scores"]) == [10, 5] and list(by_id.loc["D", "decided_by"]) == ["llm", "llm"]
+    assert by_id.loc["E", "status"] == "judge_failed" and by_id.loc["E", "scores"] is None
+    assert by_id.loc["F", "reason"] == "empty_response" and list(by_id.loc["F", "scores"]) == [0]
+    assert servers[1].stats_snapshot()["by_task"] == {"eval.judge": 5}  # B C D E A; F needs no judge, G has no answer
+
+    md = (out / "report.md").read_text()
+    assert "| IF-S | 33.3 |" in md and "| IF-M | 50.0 |" in md
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") == 2 and "<title>" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)  # self-contained
+    assert "<script" not in page and "<link" not in page
+
+
+def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
+    out = tmp_path / "eval"
+    config = scripted_config(servers[0].base_url, servers[1].base_url, concurrency=2, chunk_size=2)
+
+    async def crashing_judge(*args, **kwargs):
+        if "[judge-fail]" in kwargs["description"]:  # item E, in the third chunk
+            # Crash only once the first chunk is on disk, so the run dies half done.
+            for _ in range(1000):
+                if (out / "judgements" / "part-00000.parquet").exists():
+                    break
+                await asyncio.sleep(0.01)
+            raise RuntimeError("simulated crash")
+        return await judge_response(*args, **kwargs)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(data, out, config, judge_fn=crashing_judge)
+    written = sorted(p.name for p in (out / "judgements").glob("part-*.parquet"))
+    assert "part-00000.parquet" in written and "part-00002.parquet" not in written
+    cache = RequestCache(out / "cache.sqlite")
+    cached = len(cache)
+    cache.close()
+    before = _requests(servers)
+
+    # Another chunk size on resume must not mix chunk boundaries: the first one is kept.
+    outcome = _run(data, out, config.model_copy(update={"chunk_size": 5}))
+    after = _requests(servers)
+    # Everything answered before the crash came from the cache: only the rest was asked.
+    cacheable = 6 + 5  # answers A..F (F's is empty) and judge calls A..E (E's answer is unusable, still an answer)
+    assert 0 < cached < cacheable
+    # G's generation fails, so it is never cached: asked once more unless its chunk (G alone) finished.
+    g_again = 0 if "part-00003.parquet" in written else 1
+    assert after - before == (cacheable - cached) + g_again
+    assert outcome.stats.skipped_items == sum(len(pd.read_parquet(p)) for p in (out / "judgements").glob("part-*.parquet") if p.name in written)
+    fresh = _run(data, tmp_path / "uninterrupted", config)
+    assert outcome.metrics == fresh.metrics
+    assert len(list((out / "judgements").glob("part-*.parquet"))) == 4  # 7 items in chunks of 2
+    assert list(pd.read_parquet(out / "judgements")["id"]) == list("ABCDEFG")
+
+
+def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, tmp_path):
+    out = tmp_path / "eval"
+    urls = (servers[0].base_url, servers[1].base_url)
+    _run(data, out, scripted_config(*urls))
+    requests = _requests(servers)
+    again = _run(data, out, scripted_config(*urls))
+    assert again.stats.items == 0 and again.stats.skipped_items == 7
+    assert _requests(servers) == requests
+    other = scripted_config(*urls)
+    other.generation.max_tokens = 99
+    with pytest.raises(UserError, match="other data or settings"):
+        _run(data, out, other)
+    replaced = _run(data, out, other, fresh=True)
+    assert replaced.stats.items == 7
+    assert json.loads((out / "eval.json").read_text())["config"]["generation"]["max_tokens"] == 99
+
+
+def _write_yaml(path, model_url: str, judge_url: str) -> str:
+    path.write_text(
+        f"""
+model: {{kind: openai, model: scripted, base_urls: ["{model_url}"], concurrency: 4, max_retries: 0}}
+judge: {{kind: openai, model: scripted-judge, base_urls: ["{judge_url}"], concurrency: 4, max_retries: 0}}
+chunk_size: 4
+bootstrap: {{resamples: 200}}
+"""
+    )
+    return str(path)
+
+
+def test_cli_eval_and_compare(servers, data, tmp_path):
+    runner = CliRunner()
+    config = _write_yaml(tmp_path / "eval.yaml", servers[0].base_url, servers[1].base_url)
+    for name, limit in (("sft", "4"), ("dpo", "7")):
+        result = runner.invoke(
+            eval_app, ["--data", data, "--out", str(tmp_path / name), "--config", config, "--limit", limit]
+        )
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name / "metrics.json").is_file()
+    assert json.loads((tmp_path / "sft" / "metrics.json").read_text())["items"]["total"] == 4
+    result = runner.invoke(eval_app, ["compare", str(tmp_path / "sft"), str(tmp_path / "dpo"), "--html", str(tmp_path / "cmp.html")])
+    assert result.exit_code == 0, result.output
+    assert "IF-S" in result.output and "sft" in result.output and "dpo" in result.output
+    page = (tmp_path / "cmp.html").read_text()
+    assert page.count("<svg") == 3 and "sft" in page and "dpo" in page
+
+
+def test_cli_bad_inputs(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(eval_app, ["--out", str(tmp_path / "x")])
+    assert isinstance(result.exception, UserError) and "--data" in str(result.exception)
+    result = runner.invoke(eval_app, ["--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")])
+    assert isinstance(result.exception, UserError) and "does not exist" in str(result.exception)
+    result = runner.invoke(eval_app, ["--data", str(tmp_path), "--out", str(tmp_path / "x"), "--backend", "bogus"])
+    assert isinstance(result.exception, UserError) and "unknown --backend" in str(result.exception)
+    result = runner.invoke(eval_app, ["compare", str(tmp_path)])
+    assert isinstance(result.exception, UserError) and "metrics.json" in str(result.exception)
+
+
+def test_our_eval_split_with_check_specs(servers, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trace_builder.records import FINAL_SCHEMAS
+
+    check = json.dumps({"kind": "keyword_include", "params": {"keywords": ["lighthouse"]}})
+    rows = [
+        {"id": "o1", "description": "Write about a lighthouse.", "constraints": ["Mention lighthouse", "Be clear [s=10]"]},
+        {"id": "o2", "description": "Write about a harbour.", "constraints": ["Mention lighthouse", "Be calm [s=9]"]},
+    ]
+    table = pa.Table.from_pylist(
+        [
+            dict(r, seed_id="s", language="en", dimensions=["inclusion", "tone_style"], input="NULL", constraint_count=2, prompt="", response="")
+            for r in rows
+        ],
+        schema=FINAL_SCHEMAS["eval"],
+    ).append_column("checks", pa.array([[check, None], [check, None]], pa.list_(pa.string())))
+    folder = tmp_path / "run" / "final" / "eval"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-00000.parquet")
+
+    outcome = _run(tmp_path / "run", tmp_path / "eval", scripted_config(servers[0].base_url, servers[1].base_url))
+    judgements = pd.read_parquet(tmp_path / "eval" / "judgements").set_index("id")
+    # The model answers 'My answer to: <description>': o1 names the lighthouse, o2 does not.
+    assert list(judgements.loc["o1", "decided_by"]) == ["code", "llm"]
+    assert list(judgements.loc["o1", "scores"]) == [10, 10]
+    assert list(judgements.loc["o2", "scores"]) == [0, 9]
+    assert (outcome.metrics["overall"]["hits"], outcome.metrics["overall"]["n"]) == (1, 2)
+    assert outcome.metrics["by_dimension"]["inclusion"]["csr"]["value"] == pytest.approx(0.5)
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions")
+    assert predictions["source"].eq("ours").all()
