@@ -24,7 +24,7 @@ def test_embedded_model_runs_the_eval_end_to_end(tmp_path):
             "model": backend,
             "judge": backend,
             "generation": {"max_tokens": 24},
-            "judging": {"max_tokens": 96},
+            "judging": {"tokens_per_constraint": 96},
             "bootstrap": {"resamples": 100},
         }
     )
