@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -106,25 +106,39 @@ def default_config_path() -> Path:
     return configs_dir() / "default.yaml"
 
 
-def load_config(path: Path | None = None) -> RunConfig:
-    """Read and validate a YAML config; every mistake becomes a one-line UserError."""
-    path = Path(path) if path is not None else default_config_path()
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing file or bad syntax is a one-line UserError."""
+    path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist: pass --config with an existing YAML file")
+        raise UserError(f"{what} {path} does not exist: pass --config with an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(f"config file {path} is not valid YAML{where}: fix the syntax there") from None
+        raise UserError(f"{what} {path} is not valid YAML{where}: fix the syntax there") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+        raise UserError(f"{what} {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(model: type[M], data: dict[str, Any], path: Path, what: str = "config file") -> M:
+    """`data` as `model`; the first invalid setting becomes a one-line UserError naming it."""
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"config file {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
+        raise UserError(f"{what} {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
+
+
+def load_config(path: Path | None = None) -> RunConfig:
+    """Read and validate a run config (default: configs/default.yaml)."""
+    path = Path(path) if path is not None else default_config_path()
+    return validate_settings(RunConfig, read_yaml_mapping(path), path)
 
 
 # What each stage's output depends on, beyond its input stage. Transport settings

@@ -6,11 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from trace_builder.config import BackendConfig
-from trace_builder.errors import UserError
+from trace_builder.config import BackendConfig, read_yaml_mapping, validate_settings
 from trace_builder.resources import configs_dir, prompts_dir
 
 
@@ -57,22 +55,7 @@ def default_eval_config_path() -> Path:
 def load_eval_config(path: Path | None = None) -> EvalConfig:
     """Read and validate an eval YAML; every mistake becomes a one-line UserError."""
     path = Path(path) if path is not None else default_eval_config_path()
-    if not path.is_file():
-        raise UserError(f"eval config file {path} does not exist: pass --config with an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(f"eval config file {path} is not valid YAML{where}: fix the syntax there") from None
-    if not isinstance(data, dict):
-        raise UserError(f"eval config file {path} must hold a mapping of settings, not {type(data).__name__}")
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"eval config file {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
+    return validate_settings(EvalConfig, read_yaml_mapping(path, "eval config file"), path, "eval config file")
 
 
 def judge_prompt_digest() -> str:

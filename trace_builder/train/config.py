@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from trace_builder.config import read_yaml_mapping
 from trace_builder.errors import UserError
 from trace_builder.records import SYSTEM_PROMPT
 from trace_builder.resources import configs_dir
@@ -96,15 +95,7 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        problem = str(exc).replace("\n", " ")
-        raise UserError(f"config file {path} is not valid YAML ({problem}): fix the syntax") from None
-    if not isinstance(loaded, dict):
-        raise UserError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
+    loaded = read_yaml_mapping(path)
     # a config may nest everything under `train:` so one file can hold several sections
     if set(loaded) == {"train"} and isinstance(loaded["train"], dict):
         loaded = loaded["train"]
