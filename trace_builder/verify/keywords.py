@@ -24,24 +24,32 @@ def _is_spaced_word_char(char: str) -> bool:
     return (char.isalnum() or char == "_") and CJK_CHAR.match(char) is None
 
 
-# One letter/digit/underscore of a spaced script (\w minus CJK).
-_SPACED_CHAR = "[^\\W" + CJK_CHAR.pattern[1:-1] + "]"
-
-
 @lru_cache(maxsize=4096)
-def keyword_pattern(keyword: str, case_sensitive: bool, whole_word: bool) -> re.Pattern[str]:
-    parts = [re.escape(part) for part in keyword.split()]
-    body = r"\s+".join(parts)
-    stripped = keyword.strip()
-    if whole_word and _is_spaced_word_char(stripped[0]):
-        body = r"(?<!" + _SPACED_CHAR + ")" + body
-    if whole_word and _is_spaced_word_char(stripped[-1]):
-        body = body + r"(?!" + _SPACED_CHAR + ")"
+def _literal_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
+    # Only the literal goes into the regex: word boundaries are tested in Python below,
+    # since a lookaround with the CJK-excluding class costs milliseconds to compile per keyword.
+    body = r"\s+".join(re.escape(part) for part in keyword.split())
     return re.compile(body, 0 if case_sensitive else re.IGNORECASE)
 
 
+def find_keyword(response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True) -> list[tuple[int, int]]:
+    """Spans where `keyword` occurs, honouring word boundaries for spaced scripts."""
+    stripped = keyword.strip()
+    guard_start = whole_word and _is_spaced_word_char(stripped[0])
+    guard_end = whole_word and _is_spaced_word_char(stripped[-1])
+    spans = []
+    for match in _literal_pattern(keyword, case_sensitive).finditer(response):
+        start, end = match.span()
+        if guard_start and start > 0 and _is_spaced_word_char(response[start - 1]):
+            continue
+        if guard_end and end < len(response) and _is_spaced_word_char(response[end]):
+            continue
+        spans.append((start, end))
+    return spans
+
+
 def count_keyword(response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True) -> int:
-    return sum(1 for _ in keyword_pattern(keyword, case_sensitive, whole_word).finditer(response))
+    return len(find_keyword(response, keyword, case_sensitive, whole_word))
 
 
 class KeywordsParams(Params):
@@ -64,7 +72,7 @@ class IncludeParams(KeywordsParams):
 def check_keyword_include(
     response: str, keywords: list[str], require: str = "all", case_sensitive: bool = False, whole_word: bool = True
 ) -> Verdict:
-    found = [k for k in keywords if keyword_pattern(k, case_sensitive, whole_word).search(response)]
+    found = [k for k in keywords if find_keyword(response, k, case_sensitive, whole_word)]
     missing = [k for k in keywords if k not in found]
     if require == "any":
         if found:
@@ -85,7 +93,7 @@ def check_keyword_include(
 def check_keyword_exclude(
     response: str, keywords: list[str], case_sensitive: bool = False, whole_word: bool = True
 ) -> Verdict:
-    present = [k for k in keywords if keyword_pattern(k, case_sensitive, whole_word).search(response)]
+    present = [k for k in keywords if find_keyword(response, k, case_sensitive, whole_word)]
     if present:
         return Verdict(False, f"forbidden {present!r} present")
     return Verdict(True, f"none of {len(keywords)} forbidden keywords present")
