@@ -17,7 +17,8 @@ FULL_MARKS = 10
 
 
 class ConstraintScore(BaseModel):
-    index: int = Field(description="1-based number of the constraint")
+    # Bounded, so grammar-constrained decoders cannot loop on digits (seen: "index": 1000000...).
+    index: int = Field(ge=1, le=40, description="1-based number of the constraint")
     reason: str = Field(max_length=160, description="one short sentence")
     score: int = Field(ge=0, le=10)
 

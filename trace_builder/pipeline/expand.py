@@ -40,7 +40,7 @@ class StructuredInstruction(BaseModel):
 
 class QualityProblem(BaseModel):
     kind: Literal["redundant", "incomplete", "contradictory"]
-    constraint: int
+    constraint: int = Field(ge=1, le=40)
     explanation: str = Field(max_length=300)
 
 
