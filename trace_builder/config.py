@@ -51,7 +51,8 @@ class SeedsConfig(_Strict):
     text_column: str = "text"
     input_column: str | None = None
     limit: int | None = Field(None, ge=1)
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"])
+    # Seeds in other languages are welcome; their prompts fall back to the English templates.
+    languages: list[str] = Field(default_factory=lambda: ["en", "zh"], min_length=1)
     synthesize_to: int = Field(0, ge=0)  # ask the LLM for more seeds until there are this many
 
 

@@ -281,7 +281,7 @@ def select_seeds(
         pool = [seed for seed in pool if seed.language in wanted]
         if not pool:
             raise UserError(
-                f"no seeds in language(s) {', '.join(sorted(wanted))}; the seeds have {', '.join(available) or 'none'}: choose from those"
+                f"no seeds in language(s) {', '.join(sorted(wanted))}; the seeds have {', '.join(available) or 'none'}: set seeds.languages in the run config to some of those"
             )
     if limit is None:
         return pool
