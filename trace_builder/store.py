@@ -128,6 +128,3 @@ class StageStore:
     # -- reads ----------------------------------------------------------------
     def read(self) -> pd.DataFrame:
         return read_parquet_dir(self.dir)
-
-    def read_shard(self, index: int) -> pd.DataFrame:
-        return pd.read_parquet(self.dir / shard_name(index))

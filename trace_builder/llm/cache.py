@@ -7,7 +7,6 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 from trace_builder.llm.base import ChatRequest, ChatResult
 
@@ -62,9 +61,6 @@ class RequestCache:
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-
-    def stats(self) -> dict[str, Any]:
-        return {"path": str(self.path), "entries": len(self)}
 
     def close(self) -> None:
         with self._lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import time
 from collections import Counter, defaultdict
@@ -313,7 +312,3 @@ def stage_rows(run_dir: Path) -> list[dict]:
             }
         )
     return table
-
-
-def dump_json(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=str)
