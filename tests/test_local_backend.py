@@ -354,3 +354,23 @@ def test_embedded_gemma_answers_plain_and_json() -> None:
     assert "Paris" in plain.text and plain.completion_tokens <= 24
     assert not isinstance(structured, BaseException), structured
     validate(json.loads(structured.text), schema)
+
+
+def test_batches_group_similar_prompt_lengths_and_serve_the_oldest_first(tiny_model: Path) -> None:
+    from trace_builder.llm.local import _Pending
+
+    backend = LocalBackend(model=str(tiny_model), batch_size=2)  # the worker is never started
+    loop = asyncio.new_event_loop()
+    try:
+        lengths = [50, 2000, 60, 1900, 55]
+        for i, n in enumerate(lengths):
+            backend._queue.put(_Pending(ask("x" * n), loop.create_future(), loop, arrival=float(i)))
+        batches = []
+        while True:
+            batch, stop = backend._next_batch()
+            batches.append([len(p.request.messages[0]["content"]) for p in batch])
+            if not backend._backlog:
+                break
+    finally:
+        loop.close()
+    assert batches == [[50, 55], [2000, 1900], [60]]

@@ -29,6 +29,8 @@ _DONE_MARKER = "trace_build_conversion.json"
 # How long the worker waits for more requests to join a batch once one has arrived:
 # coroutines started together (asyncio.gather) enqueue within a few milliseconds.
 _GATHER_SECONDS = 0.02
+# Requests taken off the queue to choose a batch from: enough to find similar lengths.
+_BACKLOG_BATCHES = 4
 # Tokens that end an assistant turn in common chat vocabularies (besides the tokenizer's EOS).
 _END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
@@ -559,6 +561,11 @@ class _Pending:
     request: ChatRequest
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    arrival: float = field(default_factory=time.monotonic)
+
+
+def _prompt_chars(request: ChatRequest) -> int:
+    return sum(len(m.get("content", "")) for m in request.messages)
 
 
 _STOP = object()
@@ -589,6 +596,8 @@ class LocalBackend:
         self.num_threads = num_threads or default_thread_count()
         self._model_dir = resolve_model_dir(model)
         self._queue: queue.Queue = queue.Queue()
+        self._backlog: list[_Pending] = []  # taken off the queue, not yet batched (worker thread only)
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._closed = False
         self._load_error: LLMError | UserError | None = None
@@ -654,21 +663,47 @@ class LocalBackend:
         return None
 
     def _next_batch(self) -> tuple[list[_Pending], bool]:
-        """Wait for one request, then gather more for a moment, up to batch_size."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        deadline = time.monotonic() + _GATHER_SECONDS
-        while len(batch) < self.batch_size:
+        """The next batch, and whether to stop after it.
+
+        Waits for one request, gathers more for a moment, then serves the oldest waiting
+        request with the ones closest to it in prompt length: a batch is padded to its
+        longest prompt, so one 2,000-token prompt among short ones multiplies the prefill.
+        The oldest always goes first, so nothing starves.
+        """
+        if not self._backlog and not self._stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return [], True
+            self._backlog.append(first)
+            deadline = time.monotonic() + _GATHER_SECONDS
+            while len(self._backlog) < self.batch_size and not self._stopping:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                self._take(item)
+        while len(self._backlog) < _BACKLOG_BATCHES * self.batch_size and not self._stopping:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                self._take(self._queue.get_nowait())
             except queue.Empty:
                 break
-            if item is _STOP:
-                return [p for p in batch if not p.future.cancelled()], True
-            batch.append(item)
-        return [p for p in batch if not p.future.cancelled()], False
+        waiting = [p for p in self._backlog if not p.future.cancelled()]
+        if not waiting:
+            self._backlog = []
+            return [], self._stopping
+        oldest, others = waiting[0], waiting[1:]
+        length = _prompt_chars(oldest.request)
+        others.sort(key=lambda p: abs(_prompt_chars(p.request) - length))
+        batch = [oldest, *others[: self.batch_size - 1]]
+        self._backlog = others[self.batch_size - 1 :]
+        self._backlog.sort(key=lambda p: p.arrival)
+        return batch, self._stopping and not self._backlog
+
+    def _take(self, item: object) -> None:
+        if item is _STOP:
+            self._stopping = True
+        else:
+            self._backlog.append(item)
 
     def _run_batch(self, engine: _Engine, batch: list[_Pending]) -> None:
         self.batch_sizes.append(len(batch))
