@@ -115,3 +115,15 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
     row = official_row("x", "d", ["a", "b"], ["数值约束"])  # one label for two constraints
     with pytest.raises(UserError, match="levels2"):
         load_items(write_jsonl(tmp_path / "misaligned.jsonl", [row]))
+
+
+@needs_official
+def test_sample_is_stratified_by_constraint_count_and_stable():
+    items = load_items(OFFICIAL, sample=50)
+    assert len(items) == 50
+    counts = Counter(i.constraint_count for i in items)
+    # 200 of 1,042 official items have one constraint: about 10 of 50
+    assert 9 <= counts[1] <= 11 and sum(n for c, n in counts.items() if c > 1) >= 39
+    assert [i.id for i in items] == [i.id for i in load_items(OFFICIAL, sample=50)]
+    order = [i.id for i in load_items(OFFICIAL)]
+    assert [i.id for i in items] == sorted((i.id for i in items), key=order.index)

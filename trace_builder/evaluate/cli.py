@@ -36,6 +36,7 @@ def apply_overrides(
     judge_base_url: Optional[List[str]] = None,
     concurrency: Optional[int] = None,
     limit: Optional[int] = None,
+    sample: Optional[int] = None,
     max_tokens: Optional[int] = None,
 ):
     """Flags over the YAML config. A base URL without a backend flag means an OpenAI-compatible server."""
@@ -55,6 +56,8 @@ def apply_overrides(
             target.concurrency = concurrency
     if limit is not None:
         config.limit = limit
+    if sample is not None:
+        config.sample = sample
     if max_tokens is not None:
         config.generation.max_tokens = max_tokens
     return config
@@ -73,6 +76,7 @@ def eval_command(
     judge_base_url: Optional[List[str]] = typer.Option(None, "--judge-base-url", help="OpenAI-compatible server of the judge (repeatable)"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight per backend (default 64)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N items"),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="evaluate N items stratified by constraint count"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="answer length limit of the model under test"),
     config_path: Optional[Path] = typer.Option(None, "--config", help="eval YAML (default: configs/eval/default.yaml)"),
     fresh: bool = typer.Option(False, "--fresh", help="discard this folder's earlier results (keeps the LLM cache)"),
@@ -95,6 +99,7 @@ def eval_command(
         judge_base_url=judge_base_url,
         concurrency=concurrency,
         limit=limit,
+        sample=sample,
         max_tokens=max_tokens,
     )
     outcome = asyncio.run(evaluate_path(data, out, config, fresh=fresh, console=console))

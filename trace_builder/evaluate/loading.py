@@ -107,8 +107,18 @@ def load_ours(path: Path) -> list[EvalItem]:
     return items
 
 
-def load_items(path: Path | str, limit: int | None = None) -> list[EvalItem]:
-    """Every item of the evaluation set at `path` (the first `limit` when given)."""
+def sample_items(items: list[EvalItem], size: int, seed: int = 0) -> list[EvalItem]:
+    """`size` items stratified by constraint count (as the pipeline's eval split), in file order."""
+    import pandas as pd
+
+    from trace_builder.pipeline.filter import split_by_count
+
+    chosen = split_by_count(pd.Series([item.constraint_count for item in items]), size, seed)
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def load_items(path: Path | str, limit: int | None = None, sample: int | None = None) -> list[EvalItem]:
+    """Every item of the evaluation set at `path`; the first `limit`, or a stratified `sample`."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: pass --data with the official TRACE JSONL or our final/eval Parquet")
@@ -118,4 +128,6 @@ def load_items(path: Path | str, limit: int | None = None) -> list[EvalItem]:
         items = load_ours(path)
     else:
         raise UserError(f"{path} is neither a .jsonl nor a .parquet file: pass the official TRACE JSONL or our final/eval Parquet")
+    if sample is not None:
+        items = sample_items(items, sample)
     return items[:limit] if limit is not None else items

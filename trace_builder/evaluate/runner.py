@@ -418,7 +418,7 @@ async def evaluate_path(
     from trace_builder.llm.factory import make_backend, preflight
 
     out_dir = Path(out_dir)
-    items = load_items(data, limit=config.limit)
+    items = load_items(data, limit=config.limit, sample=config.sample)
     # Settings are checked before any backend loads a model: a wrong --out fails in a second.
     if not fresh and read_json(out_dir / MANIFEST) is not None:
         check_resumable(out_dir, eval_fingerprint(config, items_digest(items)), fresh=False)

@@ -46,6 +46,7 @@ class EvalConfig(_Strict):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     chunk_size: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1)
+    sample: int | None = Field(None, ge=1)  # a subset stratified by constraint count
 
 
 def default_eval_config_path() -> Path:
