@@ -13,8 +13,8 @@ import pytest
 
 from tests.test_eval_support import OFFICIAL, official_row, write_jsonl
 from trace_builder.errors import UserError
-from trace_builder.evaluate.items import detect_language
 from trace_builder.evaluate.loading import load_items
+from trace_builder.seeds import detect_language
 from trace_builder.records import FINAL_SCHEMAS, SYSTEM_PROMPT, build_user_prompt
 from trace_builder.taxonomy import DIMENSIONS
 

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-# Han ideographs, kana and CJK punctuation: enough to tell Chinese prompts from English ones.
-_CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-_LATIN = re.compile(r"[A-Za-z]")
-# Chinese prompts often quote code, brand names or English titles; a fifth of the letters
-# being CJK already means the instruction is written in Chinese (the official file's
-# Chinese items never fall below 0.4, its English ones are at 0).
-_ZH_SHARE = 0.2
-
 UNKNOWN_DIMENSION = "unknown"
-
-
-def detect_language(text: str) -> str:
-    """'zh' when CJK characters make up a fair share of the letters, else 'en'."""
-    cjk = len(_CJK.findall(text))
-    latin = len(_LATIN.findall(text))
-    if cjk == 0:
-        return "en"
-    return "zh" if cjk / (cjk + latin) >= _ZH_SHARE else "en"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from trace_builder.errors import UserError
-from trace_builder.evaluate.items import UNKNOWN_DIMENSION, EvalItem, detect_language
+from trace_builder.evaluate.items import UNKNOWN_DIMENSION, EvalItem
+from trace_builder.seeds import detect_language
 from trace_builder.records import NULL_INPUT, SYSTEM_PROMPT, strip_numbering
 from trace_builder.taxonomy import dimension_for_label
 
