@@ -19,9 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-
 console = Console(stderr=True)
 
 
-def _apply_overrides(config, *, out_limit, seeds, seed_column, backend, base_url, model, concurrency):
-    if out_limit is not None:
-        config.seeds.limit = out_limit
+def _apply_overrides(config, *, limit, seeds, seed_column, backend, base_url, model, concurrency):
+    if limit is not None:
+        config.seeds.limit = limit
     if seeds is not None:
         config.seeds.source = str(seeds)
     if seed_column is not None:
@@ -62,7 +62,7 @@ def run(
         raise UserError(f"unknown backend {backend!r}: use local, openai or vllm")
     config = load_config(config_path)
     config = _apply_overrides(
-        config, out_limit=limit, seeds=seeds, seed_column=seed_column, backend=backend,
+        config, limit=limit, seeds=seeds, seed_column=seed_column, backend=backend,
         base_url=base_url, model=model, concurrency=concurrency,
     )
     stages = list(STAGES) if stage == "all" else [stage]

@@ -12,6 +12,7 @@ from trace_builder.errors import LLMError
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.structured import strict_schema
 from trace_builder.prompts import render_messages
+from trace_builder.verify import run_check, validate_spec
 
 FULL_MARKS = 10
 
@@ -60,8 +61,6 @@ def run_checks(response: str, checks: list[Any] | None, count: int, mode: str) -
     Specs come from an LLM, so each is validated against the registry first and only
     ever dispatched to a registered pure function; an invalid one is ignored.
     """
-    from trace_builder.verify import run_check, validate_spec
-
     verdicts: list[ConstraintVerdict | None] = [None] * count
     for i, raw in enumerate((checks or [])[:count]):
         spec = validate_spec(raw) if raw is not None else None
