@@ -2,7 +2,7 @@
 """Benchmark `trace-build eval` plumbing: the official 1,042 items against a latency-simulating server.
 
 The model under test and the judge are scripted OpenAI-compatible servers on 127.0.0.1
-(trace_builder.devserver) that wait `--latency` seconds per request, so the numbers show
+(trace_builder.testing.devserver) that wait `--latency` seconds per request, so the numbers show
 how well the runner keeps `--concurrency` requests in flight, not how fast a model is.
 Each server runs in its own process, so that it does not share the runner's GIL.
 
@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from trace_builder.devserver import ScriptedServer
+from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.evaluate.runner import evaluate_path
 from trace_builder.evaluate.settings import EvalConfig
 

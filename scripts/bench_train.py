@@ -39,7 +39,7 @@ def run_case(args: argparse.Namespace) -> dict:
 
     from trace_builder.train.config import load_config
     from trace_builder.train.runner import BUILDERS
-    from trace_builder.train.tiny import build_model, build_tokenizer, synthetic_rows
+    from trace_builder.testing.tiny import build_model, build_tokenizer, synthetic_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)

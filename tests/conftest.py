@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from trace_builder.devserver import Faults, ScriptedServer
-from trace_builder.scripted import respond
+from trace_builder.testing.devserver import Faults, ScriptedServer
+from trace_builder.testing.scripted import respond
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

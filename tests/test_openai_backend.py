@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from trace_builder.devserver import Faults, ScriptedServer
+from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.errors import LLMError
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.openai_backend import OpenAIBackend

@@ -20,7 +20,7 @@ from trace_builder.train.data import (
 from trace_builder.train.iopo import IOPOCollator
 from trace_builder.train.logprobs import IGNORE_INDEX
 from trace_builder.train.runner import resolve_model_path
-from trace_builder.train.tiny import build_tokenizer, synthetic_rows, write_dataset
+from trace_builder.testing.tiny import build_tokenizer, synthetic_rows, write_dataset
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trace_builder.train.config import load_config
-from trace_builder.train.tiny import synthetic_rows, write_dataset
+from trace_builder.testing.tiny import synthetic_rows, write_dataset
 
 pytestmark = pytest.mark.slow
 

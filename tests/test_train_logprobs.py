@@ -11,7 +11,7 @@ from trace_builder.train.logprobs import (
     output_projection,
     sequence_logps,
 )
-from trace_builder.train.tiny import build_model
+from trace_builder.testing.tiny import build_model
 
 
 def _case(seed=0, n=5, t=11, h=8, v=37):

@@ -8,7 +8,7 @@ import torch
 from trace_builder.train.config import load_config
 from trace_builder.train.iopo import IOPOTrainer
 from trace_builder.train.runner import build_iopo_trainer, load_model, load_tokenizer, run_training
-from trace_builder.train.tiny import save_tiny_model, synthetic_rows, write_dataset
+from trace_builder.testing.tiny import save_tiny_model, synthetic_rows, write_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -139,7 +139,7 @@ class ScriptedServer:
         await asyncio.gather(*handlers, return_exceptions=True)
 
     async def serve(self) -> None:
-        """Serve in the current event loop until cancelled (for `python -m trace_builder.devserver`)."""
+        """Serve in the current event loop until cancelled (for `python -m trace_builder.testing.devserver`)."""
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         async with self._server:
@@ -237,17 +237,21 @@ class ScriptedServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m trace_builder.devserver --port 8011 --latency 0.5`: serve the pipeline script."""
+    """`python -m trace_builder.testing.devserver --port 8011 --latency 0.5 [--mark-rate 0.8]`: serve the pipeline script."""
     import argparse
 
-    from trace_builder.scripted import respond
+    from trace_builder.testing.scripted import ScriptedResponder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--model", default="scripted")
+    parser.add_argument(
+        "--mark-rate", type=float, default=1.0, help="chance that an answer meets each constraint (by constraint and seed)"
+    )
     args = parser.parse_args(argv)
-    server = ScriptedServer(respond, latency_s=args.latency, model=args.model, port=args.port)
+    responder = ScriptedResponder(mark_rate=args.mark_rate)
+    server = ScriptedServer(responder, latency_s=args.latency, model=args.model, port=args.port)
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve())

@@ -1,0 +1,446 @@
+"""Scripted answers for every pipeline task: the LLM side of the test double (see devserver).
+
+Contract. An answer depends only on the task tag (the X-Trace-Build-Task header, `task`),
+the request's JSON schema (`response_format.json_schema.schema`), the request `seed`, and
+two structural delimiters of the last user message: numbered lines `N. text` (or
+`N. [dimension] text`) and the `<<<` ... `>>>` block holding a response. It never reads a
+prompt template's wording, so rewording a template cannot break a test.
+
+- `*.answer` (and `eval.generate`): the user message is a TRACE-layout instruction (first
+  line the description, then `N. text` lines, then an optional `# Inputs:` block); the answer
+  carries a mark `<ok:hash>` per constraint, plus the keyword of a keyword constraint.
+- `expand.rewrite`: a text derived from a hash of the user message.
+- `expand.structure`: the schema's `constraints` is an object of slots "1".."N", each pinning
+  its dimension with a one-value enum; one scripted constraint per slot (inclusion, exclusion
+  and numerical ones carry a keyword_include / keyword_exclude / word_count check); the
+  description is derived from a hash of the user message.
+- `expand.quality`: rejects about 1 request in 11 (by hash), passes the rest; its
+  `repaired_constraints` is null where the schema allows it, else the slots filled with the
+  numbered constraints as they are (or [] for an array).
+- `*judge*`: the graded constraints are the last `minItems` (of the schema's `scores`)
+  numbered lines before the first `<<<`; the response is inside `<<<` ... `>>>`; a score
+  is 10 when the constraint's mark is in the response, else 2.
+- `respond.worse`: the response inside `<<< >>>` without its first mark, plus every
+  `banned...` word in the message, running long.
+- `perturb.rewrite`: the current constraints are the numbered lines before `<<<`; the
+  operation comes from the schema's `constraints` bounds against their count n (minItems > n:
+  ADD one inclusion constraint; maxItems < n: DELETE the last and revise the first;
+  minItems = maxItems = n, or no telling: REVISE the first). A revised constraint gets
+  " Revised." appended and no check, so the old response lacks its mark.
+- `seeds.synthesize`: ten instructions derived from a hash of the user message.
+
+`respond` is consistent the way a good model is: every answer meets every constraint.
+`ScriptedResponder(mark_rate=p)` answers with each constraint's mark (and keyword) present
+with probability p, decided by a hash of (constraint text, request seed): the same request
+always gets the same answer, and a request re-asked with another seed may succeed where the
+first failed. `lenient_respond` has a judge that gives 10 to everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_NUMBERED = re.compile(r"^\s*(\d+)\.\s+(?:\[([\w-]+)\]\s+)?(.*)$")
+_KEYWORD = re.compile(r"\b(kw[0-9a-f]{8})\b")
+_BANNED = re.compile(r"\b(banned[0-9a-f]{8})\b")
+_WORD_LIMIT = re.compile(r"under (\d+) words")
+_MARK_LINE = re.compile(r"<ok:[0-9a-f]+>")
+
+_FORMS = ["note", "letter", "story", "summary", "speech", "guide", "review", "poem", "report", "dialogue"]
+_TOPICS = [
+    "tides",
+    "bees",
+    "trains",
+    "bread",
+    "glaciers",
+    "markets",
+    "owls",
+    "bridges",
+    "tea",
+    "comets",
+    "gardens",
+    "rivers",
+    "clocks",
+    "maps",
+    "volcanoes",
+    "libraries",
+    "bicycles",
+    "coral",
+    "salt",
+    "lanterns",
+]
+_AUDIENCES = ["children", "students", "engineers", "tourists", "farmers", "nurses", "investors", "neighbours"]
+
+
+def short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def mark(constraint: str) -> str:
+    return f"<ok:{short_hash(constraint.strip())}>"
+
+
+def keyword_for(constraint: str) -> str | None:
+    found = _KEYWORD.search(constraint)
+    return found.group(1) if found else None
+
+
+# -- reading a request -----------------------------------------------------------------
+def _user(body: dict) -> str:
+    return next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+
+
+def _schema(body: dict) -> dict:
+    return ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+
+
+def _deref(node: Any, root: dict) -> Any:
+    """Follow local `$ref`s (and single-item `allOf` wrappers) to the schema they name."""
+    for _ in range(32):
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node and node["$ref"].startswith("#/"):
+            target: Any = root
+            for part in node["$ref"][2:].split("/"):
+                target = target[part]
+            node = target
+        elif "allOf" in node and len(node["allOf"]) == 1 and "properties" not in node:
+            node = node["allOf"][0]
+        else:
+            return node
+    return node
+
+
+def _variants(node: Any, root: dict) -> list[dict]:
+    node = _deref(node, root)
+    if not isinstance(node, dict):
+        return []
+    options = node.get("anyOf") or node.get("oneOf")
+    return [_deref(v, root) for v in options] if options else [node]
+
+
+def _is_type(node: dict, name: str) -> bool:
+    kind = node.get("type")
+    return kind == name or (isinstance(kind, list) and name in kind)
+
+
+def _object_variant(node: Any, root: dict) -> dict | None:
+    return next((v for v in _variants(node, root) if _is_type(v, "object") or "properties" in v), None)
+
+
+def _accepts_null(node: Any, root: dict) -> bool:
+    return any(_is_type(v, "null") for v in _variants(node, root))
+
+
+def _property(node: Any, name: str, root: dict) -> Any:
+    found = _object_variant(node, root)
+    return _deref((found or {}).get("properties", {}).get(name), root)
+
+
+def _fit(value: dict, node: Any, root: dict) -> dict:
+    """`value` without the keys a closed object schema does not list."""
+    found = _object_variant(node, root) if node else None
+    if not found or found.get("additionalProperties") is not False or "properties" not in found:
+        return value
+    return {k: v for k, v in value.items() if k in found["properties"]}
+
+
+def _pinned_value(node: Any, root: dict) -> str | None:
+    node = _deref(node, root)
+    if not isinstance(node, dict):
+        return None
+    if "const" in node:
+        return node["const"]
+    enum = node.get("enum") or []
+    return enum[0] if len(enum) == 1 else None
+
+
+def _numbered_lines(text: str) -> list[tuple[str | None, str]]:
+    out = []
+    for line in text.splitlines():
+        found = _NUMBERED.match(line)
+        if found:
+            out.append((found.group(2), found.group(3).strip()))
+    return out
+
+
+def _before_response(user: str) -> str:
+    return user.split("<<<", 1)[0]
+
+
+def _response_block(user: str) -> str:
+    return user.split("<<<", 1)[1].rsplit(">>>", 1)[0].strip() if "<<<" in user else ""
+
+
+# -- building answers ----------------------------------------------------------------------
+def _constraint(dimension: str, salt: str) -> dict:
+    tag = short_hash(dimension + salt)
+    if dimension == "inclusion":
+        keyword = "kw" + tag
+        return {
+            "dimension": dimension,
+            "text": f"Mention the keyword '{keyword}' at least once.",
+            "check": {"kind": "keyword_include", "params": {"keywords": [keyword]}},
+        }
+    if dimension == "exclusion":
+        return {
+            "dimension": dimension,
+            "text": f"Never use the word 'banned{tag}'.",
+            "check": {"kind": "keyword_exclude", "params": {"keywords": [f"banned{tag}"]}},
+        }
+    if dimension == "numerical":
+        return {
+            "dimension": dimension,
+            "text": f"Keep the answer under 300 words (rule #{tag}).",
+            "check": {"kind": "word_count", "params": {"max": 300}},
+        }
+    return {"dimension": dimension, "text": f"Follow the {dimension} rule #{tag}.", "check": None}
+
+
+def _check_of(text: str) -> dict | None:
+    """The check a scripted constraint text carries (keyword, banned word, word limit), if any."""
+    if keyword := keyword_for(text):
+        return {"kind": "keyword_include", "params": {"keywords": [keyword]}}
+    if banned := _BANNED.search(text):
+        return {"kind": "keyword_exclude", "params": {"keywords": [banned.group(1)]}}
+    if limit := _WORD_LIMIT.search(text):
+        return {"kind": "word_count", "params": {"max": int(limit.group(1))}}
+    return None
+
+
+def _allowed_kinds(check_schema: Any, root: dict) -> set[str] | None:
+    """Check kinds the schema allows (None: any; empty: the check must be null)."""
+    if check_schema is None:
+        return None
+    spec = _object_variant(check_schema, root)
+    if spec is None:
+        return set()
+    kind = _deref(spec.get("properties", {}).get("kind"), root) or {}
+    return set(kind["enum"]) if "enum" in kind else None
+
+
+def _shape(item: dict, item_schema: Any, root: dict) -> dict:
+    """A constraint dict fitted to its schema: a check the schema cannot hold becomes null."""
+    kinds = _allowed_kinds(_property(item_schema, "check", root), root) if item_schema else None
+    check = item.get("check")
+    if check is not None and kinds is not None and check["kind"] not in kinds:
+        item = dict(item, check=None)
+    return _fit(item, item_schema, root)
+
+
+def _slots(node: Any, root: dict) -> list[tuple[str, Any]] | None:
+    """The slots "1".."N" of a slot-object constraints schema, in order; None for another shape."""
+    found = _object_variant(node, root)
+    if found is None or not found.get("properties"):
+        return None
+    keys = list(found["properties"])
+    if all(k.isdigit() for k in keys):
+        keys.sort(key=int)
+    return [(k, _deref(found["properties"][k], root)) for k in keys]
+
+
+def _slot_dimension(slot: Any, root: dict) -> str:
+    return _pinned_value(_property(slot, "dimension", root), root) or "theme"
+
+
+def _dimension_in(wanted: str | None, item_schema: Any, root: dict) -> str:
+    node = _property(item_schema, "dimension", root) if item_schema else None
+    allowed = (node or {}).get("enum") if isinstance(node, dict) else None
+    if not allowed:
+        return wanted or "theme"
+    if wanted in allowed:
+        return wanted
+    return "theme" if "theme" in allowed else allowed[0]
+
+
+def _description(user: str) -> str:
+    h = int(short_hash(user, 12), 16)
+    form = _FORMS[h % len(_FORMS)]
+    topic = _TOPICS[(h // 16) % len(_TOPICS)]
+    audience = _AUDIENCES[(h // 512) % len(_AUDIENCES)]
+    return f"Write a {form} about {topic} for {audience} (variant {short_hash(user, 6)})."
+
+
+def _scores(count: int, score_of) -> str:
+    scores = []
+    for index in range(1, count + 1):
+        score = score_of(index)
+        scores.append({"index": index, "reason": "mark found" if score == 10 else "mark missing", "score": score})
+    return json.dumps({"scores": scores})
+
+
+@dataclass(frozen=True)
+class ScriptedResponder:
+    """The scripted LLM, `responder(task, body) -> str`; see the module docstring for the contract.
+
+    mark_rate: the chance that an answer meets each constraint (its mark and keyword are
+    present), decided by hash(constraint text, request seed). reject_every: expand.quality
+    rejects a request when hash(user message) % reject_every == 0 (0: never). lenient_judge:
+    the judge gives 10 to everything (what code checks must overrule).
+    """
+
+    mark_rate: float = 1.0
+    reject_every: int = 11
+    lenient_judge: bool = False
+
+    def __call__(self, task: str, body: dict) -> str:
+        user = _user(body)
+        if task.endswith(".answer") or task == "eval.generate":
+            return self.answer(user, body.get("seed"))
+        if "judge" in task:
+            return self.judge(user, _schema(body))
+        if task == "expand.rewrite":
+            return f"Scripted rewrite {short_hash(user)}: the task with its planned constraints."
+        if task == "expand.structure":
+            return self.structure(user, _schema(body))
+        if task == "expand.quality":
+            return self.quality(user, _schema(body))
+        if task == "respond.worse":
+            return self.worse(user)
+        if task == "perturb.rewrite":
+            return self.perturb(user, _schema(body))
+        if task == "seeds.synthesize":
+            node = _property(_schema(body), "instructions", _schema(body)) or {}
+            count = min(10, node.get("maxItems", 10))
+            salt = short_hash(user)
+            return json.dumps({"instructions": [f"Write a note about topic {salt}-{i}." for i in range(count)]})
+        raise ValueError(f"scripted responder has no script for task {task!r}")
+
+    # -- answers ----------------------------------------------------------------------
+    def meets(self, constraint: str, seed: Any) -> bool:
+        """Whether an answer asked with `seed` meets `constraint` (always, at mark_rate 1)."""
+        if self.mark_rate >= 1:
+            return True
+        if self.mark_rate <= 0:
+            return False
+        draw = int(short_hash(f"{constraint.strip()}\x1f{seed}", 12), 16) / 16**12
+        return draw < self.mark_rate
+
+    def answer(self, prompt: str, seed: Any = None) -> str:
+        """An answer to a TRACE-layout prompt: a mark (and keyword) per constraint it meets."""
+        lines = prompt.split("# Inputs:")[0].splitlines()
+        head = lines[0] if lines else ""
+        parts = [f"Here is my answer to: {head[:60]}"]
+        for _, text in _numbered_lines("\n".join(lines[1:])):
+            if self.meets(text, seed):
+                keyword = keyword_for(text)
+                parts.append(mark(text) + (f" {keyword}" if keyword else ""))
+        return "\n".join(parts)
+
+    def judge(self, user: str, schema: dict) -> str:
+        """10 for every graded constraint whose mark is in the response, else 2."""
+        listed = _numbered_lines(_before_response(user))
+        scores = _property(schema, "scores", schema) or {}
+        count = scores.get("minItems", len(listed))
+        if self.lenient_judge:
+            return _scores(count, lambda _: 10)
+        graded = [text for _, text in listed[max(0, len(listed) - count) :]] if count else []
+        graded = [""] * (count - len(graded)) + graded  # fewer lines than asked: the missing ones fail
+        response = _response_block(user)
+        return _scores(count, lambda i: 10 if graded[i - 1] and mark(graded[i - 1]) in response else 2)
+
+    def worse(self, user: str) -> str:
+        # Drop the first mark, use every banned word, and run long: a worse answer that
+        # fails the LLM's view and the code checks alike.
+        kept = _response_block(user).splitlines()
+        first = next((i for i, line in enumerate(kept) if _MARK_LINE.search(line)), None)
+        if first is not None:
+            kept = kept[:first] + kept[first + 1 :]
+        banned = " ".join(dict.fromkeys(_BANNED.findall(user)))
+        return "\n".join(kept + [banned, "filler " * 320])
+
+    # -- structured answers -------------------------------------------------------------
+    def structure(self, user: str, schema: dict) -> str:
+        slots = _slots(_property(schema, "constraints", schema), schema)
+        if not slots:
+            raise ValueError("expand.structure: the schema's 'constraints' must be an object of slots '1'..'N'")
+        description = _description(user)
+        salt = short_hash(description)
+        constraints = {
+            key: _shape(_constraint(_slot_dimension(slot, schema), salt + key), slot, schema) for key, slot in slots
+        }
+        answer = {"description": description, "constraints": constraints, "input": "NULL"}
+        return json.dumps(_fit(answer, schema, schema))
+
+    def quality(self, user: str, schema: dict) -> str:
+        reject = bool(self.reject_every) and int(short_hash(user), 16) % self.reject_every == 0
+        problems = [{"kind": "contradictory", "constraint": 1, "explanation": "scripted rejection"}] if reject else []
+        answer = {
+            "problems": problems,
+            "verdict": "reject" if reject else "pass",
+            "repaired_constraints": self._unrepaired(user, schema),
+        }
+        return json.dumps(_fit(answer, schema, schema))
+
+    def _unrepaired(self, user: str, schema: dict) -> Any:
+        """What repaired_constraints holds when nothing is repaired: null, [] or the constraints as they are."""
+        node = _property(schema, "repaired_constraints", schema)
+        if node is None or _accepts_null(node, schema):
+            return None if node is not None else []
+        slots = _slots(node, schema)
+        if slots is None:
+            return []
+        listed = _numbered_lines(_before_response(user))
+        repaired = {}
+        for i, (key, slot) in enumerate(slots):
+            dimension = _slot_dimension(slot, schema)
+            if i < len(listed):
+                item = {"dimension": dimension, "text": listed[i][1], "check": _check_of(listed[i][1])}
+            else:
+                item = _constraint(dimension, short_hash(user) + key)
+            repaired[key] = _shape(item, slot, schema)
+        return repaired
+
+    def perturb(self, user: str, schema: dict) -> str:
+        node = _property(schema, "constraints", schema) or {}
+        item_schema = _deref(node.get("items"), schema)
+        current = [
+            {"dimension": _dimension_in(d, item_schema, schema), "text": t, "check": _check_of(t)}
+            for d, t in _numbered_lines(_before_response(user))
+        ]
+        n = len(current)
+        low, high = node.get("minItems"), node.get("maxItems")
+        if low is not None and low > n:
+            operation = "add"
+            while len(current) < low:
+                current.append(_constraint("inclusion", short_hash(user) + str(len(current))))
+        elif high is not None and high < n:
+            operation = "delete"
+            current = current[: max(high, low or 1, 1)]
+        else:
+            operation = "revise"
+        if operation in ("delete", "revise") and current:
+            current[0] = dict(current[0], text=current[0]["text"] + " Revised.", check=None)
+        answer = {
+            "constraints": [_shape(item, item_schema, schema) for item in current],
+            "explanation": f"scripted {operation}",
+        }
+        return json.dumps(_fit(answer, schema, schema))
+
+
+_CONSISTENT = ScriptedResponder()
+_LENIENT = ScriptedResponder(lenient_judge=True)
+
+
+def respond(task: str, body: dict) -> str:
+    """The consistent script: every answer meets every constraint."""
+    return _CONSISTENT(task, body)
+
+
+def lenient_respond(task: str, body: dict) -> str:
+    """The same script with a judge that gives 10 to everything: what code checks must overrule."""
+    return _LENIENT(task, body)
+
+
+def answer(prompt: str) -> str:
+    """A response that meets every constraint of a TRACE-layout prompt (by mark and keyword)."""
+    return _CONSISTENT.answer(prompt)
+
+
+def judge(user: str, schema: dict | None = None) -> str:
+    """The consistent judge on a judge prompt (graded count from `schema`, else every numbered line)."""
+    return _CONSISTENT.judge(user, schema or {})
