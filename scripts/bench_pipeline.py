@@ -36,7 +36,7 @@ def write_seeds(path: Path, count: int) -> None:
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trace_builder.devserver", "--latency", str(latency)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "trace_builder.testing.devserver", "--latency", str(latency)], stdout=subprocess.PIPE, text=True
     )
     return proc, proc.stdout.readline().strip()
 

@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from trace_builder.devserver import ScriptedServer
-from trace_builder.scripted import respond
+from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.scripted import respond
 from tests.conftest import write_config
 
 

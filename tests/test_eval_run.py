@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.test_eval_support import known_rows, scripted, scripted_config, write_jsonl
-from trace_builder.devserver import ScriptedServer
+from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.errors import UserError
 from trace_builder.evaluate.cli import eval_app
 from trace_builder.evaluate.runner import evaluate_path

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from trace_builder.config import load_config
-from trace_builder.devserver import ScriptedServer
+from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.scripted import lenient_respond
+from trace_builder.testing.scripted import lenient_respond
 from trace_builder.store import read_parquet_dir
 from tests.conftest import write_config
 
@@ -22,7 +21,7 @@ def test_checker_overrules_a_wrong_llm_score(tmp_path):
     rows = rows[rows["status"] == "ok"]
     overruled = 0
     for _, row in rows.iterrows():
-        verdicts = json.loads(row["rejected_judgement"])
+        verdicts = list(row["rejected_judgement"])  # Parquet structs, not JSON strings
         for verdict, check in zip(verdicts, row["checks"]):
             if check is None:
                 assert verdict["decided_by"] == "llm" and verdict["score"] == 10  # the lenient judge
@@ -32,6 +31,8 @@ def test_checker_overrules_a_wrong_llm_score(tmp_path):
         # the worse answer drops the first constraint's keyword: only code can notice
         if row["checks"][0] is not None:
             assert verdicts[0]["score"] == 0
+            assert verdicts[0]["llm_score"] == 10  # the LLM's view is kept beside the check's
+            assert row["disputes"] >= 1  # and the disagreement is counted
             assert row["dpo_status"] == "ok"
             overruled += 1
         else:

@@ -50,15 +50,16 @@ def test_each_stage_writes_its_rows(tmp_path, scripted_server):
     perturbed = read_parquet_dir(out / "perturb")
     groups = perturbed[perturbed["status"] == "ok"]
     assert set(groups["perturb_op"]) <= {"add", "delete", "revise"}
-    # DELETE leaves y1 following x2 (the script marks every remaining constraint): rejected
-    deleted = groups[groups["perturb_op"] == "delete"]
-    assert (deleted["iopo_status"] == "failed").all()
-    assert set(deleted["iopo_reason"]) <= {"y1_still_follows_x2"}
+    # The script's DELETE also revises the first constraint, so y1 fails x2 whatever the operation
     kept = groups[groups["iopo_status"] == "ok"]
-    assert len(kept) > 0 and set(kept["perturb_op"]) <= {"add", "revise"}
-    # (x1, y2) is recorded, not filtered on: after ADD y2 still meets x1, after REVISE it does not
+    assert len(kept) == len(groups) > 0
+    # (x1, y2) is recorded, not filtered on: after ADD y2 still meets x1; after REVISE / DELETE y2 lacks
+    # the mark of x1's first constraint, so it passes x1 only where a code check decides that constraint
     assert kept.loc[kept["perturb_op"] == "add", "x1_y2_passes"].all()
-    assert not kept.loc[kept["perturb_op"] == "revise", "x1_y2_passes"].any()
+    others = kept[kept["perturb_op"] != "add"]
+    passing = others[others["x1_y2_passes"].astype(bool)]
+    assert all(row["checks"][0] is not None for _, row in passing.iterrows())
+    assert not others["x1_y2_passes"].all()
 
     finals = {name: read_parquet_dir(out / "final" / name) for name in ("sft", "dpo", "iopo", "eval")}
     assert len(finals["eval"]) == 3

@@ -11,8 +11,8 @@ import time
 
 import pandas as pd
 
-from trace_builder.devserver import ScriptedServer
-from trace_builder.scripted import respond
+from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.scripted import respond
 from trace_builder.store import read_parquet_dir
 from tests.conftest import write_config
 

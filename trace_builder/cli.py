@@ -12,14 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trace_builder.config import STAGES, load_config
+from trace_builder.config import BACKEND_KINDS, PROFILES, load_config
 from trace_builder.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
 console = Console(stderr=True)
 
 
-def _apply_overrides(config, *, limit, seeds, seed_column, backend, base_url, model, concurrency):
+def _apply_overrides(config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows):
     if limit is not None:
         config.seeds.limit = limit
     if seeds is not None:
@@ -36,13 +36,26 @@ def _apply_overrides(config, *, limit, seeds, seed_column, backend, base_url, mo
         config.backend.model = model
     if concurrency is not None:
         config.backend.concurrency = concurrency
+    if train_rows is not None:
+        config.target.train_rows = train_rows
+    if eval_rows is not None:
+        config.target.eval_rows = eval_rows
     return config
+
+
+def _stage_names() -> tuple[str, ...]:
+    from trace_builder.pipeline.registry import STAGE_NAMES
+
+    return STAGE_NAMES
 
 
 @app.command()
 def run(
-    stage: str = typer.Option("all", "--stage", help="all, or one of: " + ", ".join(STAGES)),
-    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML run config (default: configs/default.yaml)"),
+    stage: str = typer.Option("all", "--stage", help="all, or one stage: seeds, taxonomy, expand, respond, perturb, filter"),
+    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace"
+    ),
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
     seeds: Optional[Path] = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
@@ -51,21 +64,26 @@ def run(
     base_url: Optional[List[str]] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"),
     model: Optional[str] = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
+    train_rows: Optional[int] = typer.Option(None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"),
+    eval_rows: Optional[int] = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"),
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
     from trace_builder.pipeline.runner import describe_summary, run_pipeline
 
-    if stage != "all" and stage not in STAGES:
-        raise UserError(f"unknown stage {stage!r}: use all or one of {', '.join(STAGES)}")
-    if backend is not None and backend not in ("local", "openai", "vllm"):
-        raise UserError(f"unknown backend {backend!r}: use local, openai or vllm")
-    config = load_config(config_path)
+    names = _stage_names()
+    if stage != "all" and stage not in names:
+        raise UserError(f"unknown stage {stage!r}: use all or one of {', '.join(names)}")
+    if backend is not None and backend not in BACKEND_KINDS:
+        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
+    config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
     config = _apply_overrides(
         config, limit=limit, seeds=seeds, seed_column=seed_column, backend=backend,
-        base_url=base_url, model=model, concurrency=concurrency,
+        base_url=base_url, model=model, concurrency=concurrency, train_rows=train_rows, eval_rows=eval_rows,
     )
-    stages = list(STAGES) if stage == "all" else [stage]
+    stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
     describe_summary(summary, console)
 
@@ -73,7 +91,7 @@ def run(
 @app.command()
 def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
     """Show each stage of a run: done / partial / pending, shards, rows, failures, tokens."""
-    from trace_builder.pipeline.runner import stage_rows
+    from trace_builder.pipeline.runner import run_details, stage_rows
 
     if not out.is_dir():
         raise UserError(f"run directory {out} does not exist: pass --out with a run folder made by `trace-build run`")
@@ -83,7 +101,10 @@ def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run dir
         table.add_column(column, justify="left" if column in ("stage", "status") else "right", no_wrap=True)
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
-    Console().print(table)
+    screen = Console()
+    screen.print(table)
+    for line in run_details(out):
+        screen.print(line, highlight=False)
 
 
 @app.command()
@@ -99,7 +120,12 @@ def inspect(
     frame = apply_where(load_frame(path), where)
     if show_stats:
         manifest_dir = path if path.is_dir() else path.parent
-        print(json.dumps(stats(frame, manifest_dir), ensure_ascii=False, indent=2, default=str))
+        report = stats(frame, manifest_dir)
+        if (path / "final").is_dir():
+            from trace_builder.fidelity import fidelity_report
+
+            report["fidelity"] = fidelity_report(path)
+        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return
     head = frame.head(limit)
     for record in head.astype(object).where(head.notna(), None).to_dict("records"):

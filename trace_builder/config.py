@@ -1,9 +1,12 @@
-"""Run configuration: YAML -> validated pydantic models, and the per-stage fingerprints."""
+"""Run configuration: profiles and YAML -> validated pydantic models.
+
+A run's settings come in three layers: a profile (configs/profiles/<name>.yaml: `trace`, TRACE's
+settings, for every backend; `demo`, small and fast, chosen by default only for the embedded
+model), then the user's --config file, then command-line flags.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -12,21 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trace_builder.errors import UserError
 from trace_builder.resources import configs_dir
+from trace_builder.taxonomy import EVAL_COUNT_HISTOGRAM, EVAL_DIMENSION_COUNTS, TRAIN_COUNT_HISTOGRAM
 
-STAGES = ("seeds", "taxonomy", "expand", "respond", "perturb", "filter")
+BACKEND_KINDS = ("local", "openai", "vllm")
+BackendKind = Literal["local", "openai", "vllm"]
+PROFILES = ("trace", "demo")
 
-# TRACE's training histogram of constraints per instruction, C = 1..15 (TRACE.md §1).
-TRACE_TRAIN_HISTOGRAM = [991, 8003, 26421, 34155, 26327, 13858, 5882, 2185, 999, 464, 8, 20, 20, 8, 4]
 
+class Strict(BaseModel):
+    """Settings that refuse unknown keys: a typo in a config is an error, not a silent default."""
 
-class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BackendConfig(_Strict):
+class BackendConfig(Strict):
     """Which model answers, and how it is reached."""
 
-    kind: Literal["local", "openai", "vllm"] = "local"
+    kind: BackendKind = "local"
     model: str = "gemma3-270m"
     base_urls: list[str] = Field(default_factory=list)
     api_key: str | None = None  # default: OPENAI_API_KEY
@@ -37,7 +42,7 @@ class BackendConfig(_Strict):
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
 
 
-class GenerationConfig(_Strict):
+class GenerationConfig(Strict):
     """Sampling settings per kind of call; judges are greedy by default."""
 
     temperature: float = Field(0.7, ge=0, le=2)
@@ -46,7 +51,7 @@ class GenerationConfig(_Strict):
     judge_tokens_per_constraint: int = Field(96, ge=16)  # the judge's budget grows with the list
 
 
-class SeedsConfig(_Strict):
+class SeedsConfig(Strict):
     source: str = "builtin"  # 'builtin' or a path to a JSONL / JSON / CSV / Parquet file
     text_column: str = "text"
     input_column: str | None = None
@@ -56,12 +61,16 @@ class SeedsConfig(_Strict):
     synthesize_to: int = Field(0, ge=0)  # ask the LLM for more seeds until there are this many
 
 
-class TaxonomyConfig(_Strict):
-    count_histogram: list[float] = Field(default_factory=lambda: list(TRACE_TRAIN_HISTOGRAM))
-    weights: dict[str, float] = Field(default_factory=dict)  # dimension id -> weight (default 1)
+class TaxonomyConfig(Strict):
+    count_histogram: list[float] = Field(default_factory=lambda: list(TRAIN_COUNT_HISTOGRAM))
+    # The shape a target-size run gives its eval split (TRACE.md §1).
+    eval_count_histogram: list[float] = Field(default_factory=lambda: list(EVAL_COUNT_HISTOGRAM))
+    # dimension id -> sampling weight (a dimension left out weighs 1). Default: how often each
+    # dimension occurs in TRACE's eval set, which reproduces its type mix.
+    weights: dict[str, float] = Field(default_factory=lambda: dict(EVAL_DIMENSION_COUNTS))
     max_per_dimension: int = Field(2, ge=1)
 
-    @field_validator("count_histogram")
+    @field_validator("count_histogram", "eval_count_histogram")
     @classmethod
     def _histogram_is_usable(cls, value: list[float]) -> list[float]:
         if not value or any(v < 0 for v in value) or sum(value) <= 0:
@@ -69,20 +78,24 @@ class TaxonomyConfig(_Strict):
         return value
 
 
-class ExpandConfig(_Strict):
+class ExpandConfig(Strict):
     repair: bool = True  # let the quality check repair instead of only rejecting
     emit_checks: bool = True  # ask for deterministic check specs beside each constraint
 
 
-class RespondConfig(_Strict):
+class RespondConfig(Strict):
+    attempts: int = Field(3, ge=1, le=10)  # answers asked until one earns full marks
     make_rejected: bool = True  # the deliberately worse answer for DPO
+    rejected_attempts: int = Field(3, ge=1, le=10)  # worse answers asked until the judge fails one
 
 
-class PerturbConfig(_Strict):
+class PerturbConfig(Strict):
     operations: list[Literal["add", "delete", "revise"]] = Field(default_factory=lambda: ["add", "delete", "revise"])
+    attempts: int = Field(3, ge=1, le=10)  # perturbations of one (x1, y1), switching operation
+    strict: bool = False  # also require y2 to fail x1 (never true after ADD: x2 holds all of x1)
 
 
-class FilterConfig(_Strict):
+class FilterConfig(Strict):
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1)  # Jaccard of word 3-gram shingles
     max_prompt_chars: int = Field(12000, ge=100)
     max_response_chars: int = Field(12000, ge=100)
@@ -90,7 +103,26 @@ class FilterConfig(_Strict):
     train_size: int | None = Field(120000, ge=0)  # None: all that remains
 
 
-class RunConfig(_Strict):
+class TargetConfig(Strict):
+    """A run asked for a size: seeds are admitted until the count quotas are met or the budget is spent."""
+
+    train_rows: int | None = Field(None, ge=1)
+    eval_rows: int = Field(0, ge=0)
+    max_seeds: int | None = Field(None, ge=1)  # budget; default 4 x (train_rows + eval_rows)
+    when_seeds_run_out: Literal["reuse", "synthesize", "stop"] = "reuse"
+    margin: float = Field(0.03, ge=0, le=1)  # admitted above the quota, for what the filter drops
+
+    @property
+    def enabled(self) -> bool:
+        return self.train_rows is not None
+
+    @property
+    def seed_budget(self) -> int:
+        return self.max_seeds or 4 * ((self.train_rows or 0) + self.eval_rows)
+
+
+class RunConfig(Strict):
+    profile: str = "trace"
     seed: int = 0
     shard_size: int = Field(256, ge=1)
     backend: BackendConfig = Field(default_factory=BackendConfig)
@@ -101,10 +133,27 @@ class RunConfig(_Strict):
     respond: RespondConfig = Field(default_factory=RespondConfig)
     perturb: PerturbConfig = Field(default_factory=PerturbConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+
+    def describe(self) -> str:
+        """The key settings in one line, for the first line of a run."""
+        hist = self.taxonomy.count_histogram
+        counts = [c for c, w in enumerate(hist, start=1) if w > 0]
+        mean = sum(c * w for c, w in enumerate(hist, start=1)) / sum(hist)
+        size = (
+            f"target {self.target.train_rows} train / {self.target.eval_rows} eval"
+            if self.target.enabled
+            else f"seeds {self.seeds.limit or 'all'}"
+        )
+        return (
+            f"profile {self.profile}: {size}, {counts[0]}..{counts[-1]} constraints (mean {mean:.2f}), "
+            f"checks {'on' if self.expand.emit_checks else 'off'}, answers up to {self.generation.max_tokens} tokens, "
+            f"{self.respond.attempts} answer attempts, backend {self.backend.kind} ({self.backend.model})"
+        )
 
 
-def default_config_path() -> Path:
-    return configs_dir() / "default.yaml"
+def profile_path(name: str) -> Path:
+    return configs_dir() / "profiles" / f"{name}.yaml"
 
 
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
@@ -126,7 +175,7 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_settings(model: type[M], data: dict[str, Any], path: Path, what: str = "config file") -> M:
+def validate_settings(model: type[M], data: dict[str, Any], path: Path | str, what: str = "config file") -> M:
     """`data` as `model`; the first invalid setting becomes a one-line UserError naming it."""
     try:
         return model.model_validate(data)
@@ -136,38 +185,32 @@ def validate_settings(model: type[M], data: dict[str, Any], path: Path, what: st
         raise UserError(f"{what} {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
 
 
-def load_config(path: Path | None = None) -> RunConfig:
-    """Read and validate a run config (default: configs/default.yaml)."""
-    path = Path(path) if path is not None else default_config_path()
-    return validate_settings(RunConfig, read_yaml_mapping(path), path)
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
 
 
-# What each stage's output depends on, beyond its input stage. Transport settings
-# (base URLs, concurrency, timeouts) are absent on purpose: they never change an answer.
-def _stage_inputs(config: RunConfig, stage: str) -> dict[str, Any]:
-    model = {"backend": config.backend.kind, "model": config.backend.model}
-    if stage == "seeds":
-        return {"seeds": config.seeds.model_dump(), "seed": config.seed, **(model if config.seeds.synthesize_to else {})}
-    if stage == "taxonomy":
-        return {"taxonomy": config.taxonomy.model_dump(), "seed": config.seed}
-    if stage == "expand":
-        return {"expand": config.expand.model_dump(), "generation": config.generation.model_dump(), **model}
-    if stage == "respond":
-        return {"respond": config.respond.model_dump(), "generation": config.generation.model_dump(), **model}
-    if stage == "perturb":
-        return {"perturb": config.perturb.model_dump(), "generation": config.generation.model_dump(), "seed": config.seed, **model}
-    if stage == "filter":
-        return {"filter": config.filter.model_dump(), "seed": config.seed}
-    raise KeyError(stage)
+def choose_profile(explicit: str | None, file_profile: str | None, backend_kind: str) -> str:
+    """The profile a run uses: as asked, else the file's, else `demo` for the embedded model only."""
+    name = explicit or file_profile or ("demo" if backend_kind == "local" else "trace")
+    if name not in PROFILES:
+        raise UserError(f"unknown profile {name!r}: use one of {', '.join(PROFILES)}")
+    return name
 
 
-def stage_fingerprints(config: RunConfig, prompt_digest: str) -> dict[str, str]:
-    """One fingerprint per stage, chained: a change upstream changes every stage after it."""
-    fingerprints: dict[str, str] = {}
-    previous = ""
-    for stage in STAGES:
-        payload = {"previous": previous, "inputs": _stage_inputs(config, stage), "prompts": prompt_digest}
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        previous = hashlib.sha256(blob).hexdigest()[:16]
-        fingerprints[stage] = previous
-    return fingerprints
+def load_config(
+    path: Path | None = None, *, profile: str | None = None, backend_kind: str | None = None
+) -> RunConfig:
+    """Profile settings, overlaid by the config file at `path`.
+
+    `backend_kind` is the backend the command line asks for, if any: it decides the default
+    profile, so a server is never given the demo settings unless they are asked for.
+    """
+    user = read_yaml_mapping(Path(path)) if path is not None else {}
+    kind = backend_kind or (user.get("backend") or {}).get("kind") or "local"
+    name = choose_profile(profile, user.get("profile"), kind)
+    data = _merge(read_yaml_mapping(profile_path(name), "profile"), user)
+    data["profile"] = name
+    return validate_settings(RunConfig, data, path or profile_path(name))

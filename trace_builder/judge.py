@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from trace_builder.errors import LLMError
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.structured import strict_schema
 from trace_builder.prompts import render_messages
+from trace_builder.records import FULL_MARKS
 from trace_builder.verify import run_check, validate_spec
-
-FULL_MARKS = 10
-
 
 class ConstraintScore(BaseModel):
     # Bounded, so grammar-constrained decoders cannot loop on digits (seen: "index": 1000000...).
@@ -28,11 +26,29 @@ class JudgeAnswer(BaseModel):
     scores: list[ConstraintScore]
 
 
+# How a verdict is stored in Parquet: a list of these structs, one per constraint.
+VERDICT_TYPE = pa.struct(
+    [
+        pa.field("score", pa.int32()),  # the final 0..10
+        pa.field("decided_by", pa.string()),  # 'code' or 'llm'
+        pa.field("detail", pa.string()),
+        pa.field("llm_score", pa.int32()),  # the LLM's own score, also where a check overruled it
+    ]
+)
+JUDGEMENT_TYPE = pa.list_(VERDICT_TYPE)
+
+
 @dataclass
 class ConstraintVerdict:
     score: int
     decided_by: str  # 'code' | 'llm'
     detail: str
+    llm_score: int | None = None
+
+    @property
+    def disputed(self) -> bool:
+        """A check and the LLM disagree on pass/fail (the check wins)."""
+        return self.decided_by == "code" and self.llm_score is not None and (self.llm_score == FULL_MARKS) != (self.score == FULL_MARKS)
 
 
 @dataclass
@@ -47,12 +63,17 @@ class Judgement:
     def scores(self) -> list[int]:
         return [v.score for v in self.verdicts]
 
-    def to_json(self) -> str:
-        return json.dumps([asdict(v) for v in self.verdicts], ensure_ascii=False)
+    @property
+    def decided_by(self) -> list[str]:
+        return [v.decided_by for v in self.verdicts]
 
-    @classmethod
-    def from_json(cls, text: str) -> "Judgement":
-        return cls([ConstraintVerdict(**v) for v in json.loads(text)])
+    @property
+    def disputes(self) -> int:
+        return sum(v.disputed for v in self.verdicts)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The verdicts as Parquet structs (JUDGEMENT_TYPE)."""
+        return [asdict(v) for v in self.verdicts]
 
 
 def run_checks(response: str, checks: list[Any] | None, count: int, mode: str) -> list[ConstraintVerdict | None]:
@@ -109,29 +130,28 @@ async def judge_response(
 ) -> Judgement:
     """Score every constraint of an instruction against a response.
 
-    Raises LLMError when the LLM part cannot give one valid score per constraint it owns.
+    The LLM scores every constraint; where a valid check exists its verdict is final and the
+    LLM's score is kept beside it, so disagreements can be counted and audited. Raises
+    LLMError when the LLM cannot give one valid score per constraint.
     """
     code = run_checks(response, checks, len(constraints), mode)
-    owned = [i for i, verdict in enumerate(code) if verdict is None]
-    llm: dict[int, ConstraintVerdict] = {}
-    if owned:
-        messages = render_messages(
-            "judge",
-            language,
-            description=description,
-            constraints=[constraints[i] for i in owned],
-            input_text=input_text,
-            response=response,
-        )
-        answer = await client.chat_json(
-            messages,
-            JudgeAnswer,
-            tag=tag,
-            temperature=temperature,
-            # A budget per constraint: one fixed cap would cut long lists mid-array.
-            max_tokens=32 + tokens_per_constraint * len(owned),
-            json_schema=_judge_schema(len(owned)),
-        )
-        for i, item in zip(owned, align_scores(answer.scores, len(owned))):
-            llm[i] = ConstraintVerdict(item.score, "llm", item.reason)
-    return Judgement([code[i] or llm[i] for i in range(len(constraints))])
+    messages = render_messages(
+        "judge", language, description=description, constraints=constraints, input_text=input_text, response=response
+    )
+    answer = await client.chat_json(
+        messages,
+        JudgeAnswer,
+        tag=tag,
+        temperature=temperature,
+        # A budget per constraint: one fixed cap would cut long lists mid-array.
+        max_tokens=32 + tokens_per_constraint * len(constraints),
+        json_schema=_judge_schema(len(constraints)),
+    )
+    verdicts = []
+    for checked, item in zip(code, align_scores(answer.scores, len(constraints))):
+        if checked is not None:
+            checked.llm_score = item.score
+            verdicts.append(checked)
+        else:
+            verdicts.append(ConstraintVerdict(item.score, "llm", item.reason, item.score))
+    return Judgement(verdicts)

@@ -41,7 +41,7 @@ class PipelineProgress:
     def stage(self, name: str, total: int, completed: int = 0) -> "StageBar":
         """A bar for `name`; `completed` rows were done by an earlier, interrupted run."""
         task = self._progress.add_task(name, total=total, completed=completed, rate="-", tokens="-", failed=0)
-        bar = StageBar(self._progress, task, name, self.client)
+        bar = StageBar(self._progress, task, name, self.client, total)
         bar.done = completed
         self._bars.append(bar)
         return bar
@@ -50,8 +50,8 @@ class PipelineProgress:
 class StageBar:
     """The engine's per-row callback for one stage."""
 
-    def __init__(self, progress: Progress, task: TaskID, stage: str, client: LLMClient | None):
-        self._progress, self._task, self.stage, self.client = progress, task, stage, client
+    def __init__(self, progress: Progress, task: TaskID, stage: str, client: LLMClient | None, total: int):
+        self._progress, self._task, self.stage, self.client, self.total = progress, task, stage, client, total
         self.done = self.failed = 0
         self._start = time.monotonic()
         self._last = 0.0
@@ -61,6 +61,11 @@ class StageBar:
         if row.get("status") != "ok" and row.get("failed_stage") == self.stage:
             self.failed += 1
         self.refresh()
+
+    def grow(self, rows: int) -> None:
+        """More rows were admitted (a target-size run)."""
+        self.total += rows
+        self._progress.update(self._task, total=self.total)
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -10,6 +10,9 @@ import pyarrow as pa
 
 NULL_INPUT = "NULL"
 
+# The score a constraint must get to count as followed (TRACE.md §3 step 5 and §6).
+FULL_MARKS = 10
+
 _NUMBERING = re.compile(r"^\s*\d+\s*[.、)）]\s*")
 
 
@@ -54,12 +57,18 @@ _INSTRUCTION_FIELDS = [
     pa.field("input", pa.string()),
     pa.field("constraint_count", pa.int32()),
     pa.field("prompt", pa.string()),
+    # The response's final 0..10 per constraint (aligned with `constraints`), and who decided each.
+    pa.field("scores", pa.list_(pa.int32())),
+    pa.field("decided_by", pa.list_(pa.string())),  # 'code' (a deterministic check) or 'llm'
 ]
+
+_SCORES = pa.list_(pa.int32())
 
 FINAL_SCHEMAS: dict[str, pa.Schema] = {
     "sft": pa.schema(_INSTRUCTION_FIELDS + [pa.field("response", pa.string())]),
     "dpo": pa.schema(
-        _INSTRUCTION_FIELDS + [pa.field("chosen", pa.string()), pa.field("rejected", pa.string())]
+        _INSTRUCTION_FIELDS
+        + [pa.field("chosen", pa.string()), pa.field("rejected", pa.string()), pa.field("scores_rejected", _SCORES)]
     ),
     "iopo": pa.schema(
         _INSTRUCTION_FIELDS
@@ -70,7 +79,12 @@ FINAL_SCHEMAS: dict[str, pa.Schema] = {
             pa.field("dimensions_2", pa.list_(pa.string())),
             pa.field("prompt_2", pa.string()),  # x2
             pa.field("response_2", pa.string()),  # y2: follows x2
-            pa.field("x1_y2_passes", pa.bool_()),  # recorded, not filtered on
+            pa.field("x1_y2_passes", pa.bool_()),  # recorded; filtered on only with perturb.strict
+            pa.field("scores_x1_y1", _SCORES),
+            pa.field("scores_x2_y2", _SCORES),
+            pa.field("scores_x1_y2", _SCORES),
+            pa.field("scores_x2_y1", _SCORES),
+            pa.field("decided_by_2", pa.list_(pa.string())),  # who decided each of scores_x2_y2
         ]
     ),
     "eval": pa.schema(_INSTRUCTION_FIELDS + [pa.field("response", pa.string())]),

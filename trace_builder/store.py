@@ -54,6 +54,10 @@ def read_parquet_dir(directory: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
+def _add(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    return {key: total.get(key, 0) + more.get(key, 0) for key in {*total, *more}}
+
+
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
@@ -97,7 +101,7 @@ class StageStore:
         return sum(s["rows"] for s in self.manifest["shards"].values())
 
     # -- writes ---------------------------------------------------------------
-    def begin(self, fingerprint: str, total_shards: int) -> None:
+    def begin(self, fingerprint: str, total_shards: int | None) -> None:
         self.manifest.update(
             fingerprint=fingerprint,
             total_shards=total_shards,
@@ -111,8 +115,17 @@ class StageStore:
         self.manifest["shards"][str(index)] = {"rows": table.num_rows, **(extra or {})}
         self.save()
 
-    def finish(self, status: str, usage: dict[str, Any], elapsed_s: float, **extra: Any) -> None:
-        self.manifest.update(status=status, usage=usage, finished=time.time(), **extra)
+    def finish(
+        self, status: str, usage: dict[str, Any], elapsed_s: float, usage_by_task: dict | None = None, **extra: Any
+    ) -> None:
+        """Close the stage; `usage` (and per task) is this run's and adds to what earlier runs spent."""
+        by_task = dict(self.manifest.get("usage_by_task") or {})
+        for task, counts in (usage_by_task or {}).items():
+            by_task[task] = _add(by_task.get(task, {}), counts)
+        self.manifest.update(
+            status=status, usage=_add(self.manifest.get("usage") or {}, usage), usage_by_task=by_task,
+            finished=time.time(), **extra,
+        )
         self.manifest["elapsed_s"] = round(self.manifest.get("elapsed_s", 0.0) + elapsed_s, 3)
         self.save()
 

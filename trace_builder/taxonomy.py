@@ -11,14 +11,6 @@ from dataclasses import dataclass
 
 TYPES: tuple[str, ...] = ("content", "situation", "style", "format", "example")
 
-TYPE_LABELS_ZH: Mapping[str, str] = {
-    "content": "内容约束",
-    "situation": "情境约束",
-    "style": "风格约束",
-    "format": "格式约束",
-    "example": "示例约束",
-}
-
 
 @dataclass(frozen=True)
 class Dimension:
@@ -339,6 +331,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
 )
 
 _BY_ID: dict[str, Dimension] = {d.id: d for d in DIMENSIONS}
+DIMENSION_IDS: frozenset[str] = frozenset(_BY_ID)
 _INDEX: dict[str, int] = {d.id: i for i, d in enumerate(DIMENSIONS)}
 
 # Histograms of the constraint count C = 1..15 (index 0 is C = 1), TRACE.md §1.

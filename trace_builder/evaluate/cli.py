@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from trace_builder.config import BACKEND_KINDS
 from trace_builder.errors import UserError
 
 eval_app = typer.Typer(
@@ -16,11 +17,10 @@ eval_app = typer.Typer(
     help="Evaluate a model with TRACE's protocol (IF-S / IF-M, per-constraint judging); `compare` puts runs side by side.",
 )
 console = Console(stderr=True)
-BACKENDS = ("local", "openai", "vllm")
 
 
 def _backend_kind(value: Optional[str], flag: str) -> Optional[str]:
-    if value is not None and value not in BACKENDS:
+    if value is not None and value not in BACKEND_KINDS:
         raise UserError(f"unknown {flag} {value!r}: use local, openai or vllm")
     return value
 

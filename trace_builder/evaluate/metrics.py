@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from trace_builder.records import FULL_MARKS
 from trace_builder.taxonomy import DIMENSIONS, TYPES, dimension_order, get_dimension
 
-FULL_MARKS = 10
 OK = "ok"
 GENERATION_FAILED = "generation_failed"
 JUDGE_FAILED = "judge_failed"

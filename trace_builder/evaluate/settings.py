@@ -6,17 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from trace_builder.config import BackendConfig, read_yaml_mapping, validate_settings
+from trace_builder.config import BackendConfig, Strict, read_yaml_mapping, validate_settings
 from trace_builder.resources import configs_dir, prompts_dir
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GenerationSettings(_Strict):
+class GenerationSettings(Strict):
     """How the model under test answers: greedy by default, as benchmarks are run."""
 
     temperature: float = Field(0.0, ge=0, le=2)
@@ -24,7 +20,7 @@ class GenerationSettings(_Strict):
     seed: int | None = None
 
 
-class JudgingSettings(_Strict):
+class JudgingSettings(Strict):
     temperature: float = Field(0.0, ge=0, le=2)
     # The judge's budget grows with the constraints it scores (a reason and a score each),
     # so a 15-constraint item is not cut off mid-JSON.
@@ -32,13 +28,13 @@ class JudgingSettings(_Strict):
     mode: str = Field("strict", pattern="^(strict|loose)$")
 
 
-class BootstrapSettings(_Strict):
+class BootstrapSettings(Strict):
     resamples: int = Field(1000, ge=10, le=100_000)
     seed: int = 0
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     model: BackendConfig = Field(default_factory=BackendConfig)
     judge: BackendConfig = Field(default_factory=BackendConfig)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

@@ -141,5 +141,9 @@ class LLMClient:
                 total.add(usage)
         return asdict(total)
 
+    def usage_by_task(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Usage of each tag of one stage ('respond.answer', 'respond.judge', ...)."""
+        return {tag: asdict(u) for tag, u in sorted(self.usage.items()) if tag.startswith(prefix + ".")}
+
     async def aclose(self) -> None:
         await self.backend.aclose()

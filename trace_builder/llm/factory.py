@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trace_builder.config import BackendConfig
+from trace_builder.config import BACKEND_KINDS, BackendConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.base import Backend
 
@@ -26,7 +26,7 @@ def make_backend(config: BackendConfig) -> Backend:
         from trace_builder.llm.vllm_backend import VLLMBackend
 
         return VLLMBackend(model=config.model, engine_args=config.engine_args)
-    raise UserError(f"unknown backend {config.kind!r}: use local, openai or vllm")
+    raise UserError(f"unknown backend {config.kind!r}: use {', '.join(BACKEND_KINDS)}")
 
 
 async def preflight(backend: Backend) -> None:

@@ -1,23 +1,25 @@
-"""Run a row-wise async stage shard by shard, with rows of many shards in flight at once.
+"""The row engine: carry each row through a chain of row-wise stages the moment it is ready.
 
-Every row moves through its own sub-steps as soon as its previous answer arrives; there is
-no barrier between sub-steps or between shards, so the backend always has work. A shard
-is written (atomically) the moment its last row is done, and never redone.
+A row leaves one stage and enters the next at once: there is no barrier between sub-steps,
+stages or shards, so the backend always has `concurrency` requests to serve. Each stage
+still writes its output shard by shard, atomically, as soon as every row of that shard has
+passed it; a finished shard is never redone, and a resumed run starts each row at the first
+stage whose shard is missing. Memory stays bounded: at most `max_rows_in_flight` rows are
+alive and at most `window` shards are open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_builder.errors import LLMError
+from trace_builder.pipeline.stage import Row, RowFn, Stage
 from trace_builder.store import StageStore, shard_name
-
-Row = dict
-RowStep = Callable[[Row], Awaitable[Row]]
 
 
 def read_shard_rows(store: StageStore, index: int) -> list[Row]:
@@ -25,7 +27,7 @@ def read_shard_rows(store: StageStore, index: int) -> list[Row]:
     return pq.read_table(store.dir / shard_name(index)).to_pylist()
 
 
-def extend_schema(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
+def extend_schema(schema: pa.Schema, fields: Sequence[pa.Field]) -> pa.Schema:
     """`schema` plus `fields`; a field of the same name is replaced, keeping its position."""
     new = {f.name: f for f in fields}
     kept = [new.pop(f.name, f) for f in schema]
@@ -37,7 +39,7 @@ def fail(row: Row, stage: str, reason: str, detail: str = "") -> Row:
     return row
 
 
-async def guarded(step: RowStep, row: Row, stage: str) -> Row:
+async def guarded(step: RowFn, ctx, row: Row, stage: str) -> Row:
     """Apply `step` to a live row; a row that failed upstream passes through untouched.
 
     An LLMError (after the backend's retries) fails the row with its reason: rows are never
@@ -46,63 +48,141 @@ async def guarded(step: RowStep, row: Row, stage: str) -> Row:
     if row.get("status") != "ok":
         return row
     try:
-        return await step(row)
+        return await step(ctx, row)
     except LLMError as exc:
         return fail(row, stage, exc.reason, exc.detail)
 
 
-async def run_row_stage(
-    source: StageStore,
-    target: StageStore,
-    step: RowStep,
-    schema: pa.Schema,
-    *,
-    total_shards: int,
-    max_rows_in_flight: int,
-    input_ready: Callable[[int], Awaitable[None]],
-    on_row_done: Callable[[Row], None] = lambda row: None,
-    on_shard_written: Callable[[int], None] = lambda index: None,
-) -> None:
-    """Map `step` over every row of `source`'s shards not yet in `target`.
+@dataclass
+class ChainStage:
+    """A stage of the chain with where it writes and the schema of its shards."""
 
-    `input_ready(i)` returns once source shard i exists: the source stage may still be
-    running, so stages stream into each other shard by shard instead of waiting.
+    stage: Stage
+    store: StageStore
+    schema: pa.Schema
+    on_row_done: Callable[[Row], None] = lambda row: None
+
+
+@dataclass
+class _OpenShard:
+    """One input shard on its way through the chain: per stage, the rows that have passed it."""
+
+    index: int
+    size: int
+    passed: dict[str, list[Row | None]] = field(default_factory=dict)
+    remaining: dict[str, int] = field(default_factory=dict)
+
+
+class RowChain:
+    """Run rows of `source`'s shards through `chain`, writing each stage's shards as they complete.
+
+    `on_shard_done(index)` fires once the last stage of the chain has shard `index`: a row
+    source that admits more input (a target-size run) listens to it.
     """
-    todo = [i for i in range(total_shards) if i not in target.done_shards()]
-    slots = asyncio.Semaphore(max_rows_in_flight)
 
-    async def one_row(row: Row) -> Row:
+    def __init__(
+        self,
+        ctx,
+        chain: Sequence[ChainStage],
+        source: StageStore,
+        *,
+        max_rows_in_flight: int,
+        window: int,
+        on_shard_done: Callable[[int], None] = lambda index: None,
+    ):
+        self.ctx, self.chain, self.source = ctx, list(chain), source
+        self.on_shard_done = on_shard_done
+        self._slots = asyncio.Semaphore(max_rows_in_flight)
+        self._window = max(1, window)
+        self._open: dict[int, _OpenShard] = {}
+        self._room = asyncio.Event()  # set when a shard closes (or the run fails)
+        self._tasks: set[asyncio.Task] = set()
+        self._fatal: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def run(self, shards: AsyncIterable[int]) -> None:
+        """Process every shard index `shards` yields (it may keep yielding while rows run)."""
         try:
-            result = await guarded(step, row, target.stage)
+            async for index in shards:
+                self._raise_if_fatal()
+                await self._start_shard(index)
+            while self._tasks:
+                await asyncio.wait([*self._tasks, self._fatal], return_when=asyncio.FIRST_COMPLETED)
+                self._raise_if_fatal()
+            self._raise_if_fatal()
         finally:
-            slots.release()
-        on_row_done(result)
-        return result
+            # On a fatal error, stop the rest; shards already written stay written.
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def one_shard(index: int, tasks: list[asyncio.Task]) -> None:
-        rows = await asyncio.gather(*tasks)
-        target.write_shard(index, pa.Table.from_pylist(rows, schema=schema))
-        on_shard_written(index)
+    def _raise_if_fatal(self) -> None:
+        if self._fatal.done():
+            raise self._fatal.exception()
 
-    shard_tasks: list[asyncio.Task] = []
-    live_rows: set[asyncio.Task] = set()
-    try:
-        for index in todo:
-            await input_ready(index)
-            row_tasks = []
-            for row in read_shard_rows(source, index):
-                await slots.acquire()  # bounded memory: at most this many rows alive
-                task = asyncio.create_task(one_row(row))
-                live_rows.add(task)
-                task.add_done_callback(live_rows.discard)
-                row_tasks.append(task)
-            shard_tasks.append(asyncio.create_task(one_shard(index, row_tasks)))
-            # Surface a fatal error (e.g. a rejected key) without waiting for the whole input.
-            for task in shard_tasks:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()
-        await asyncio.gather(*shard_tasks)
-    finally:
-        # On a fatal error, stop the rest; shards already written stay written.
-        for task in [*shard_tasks, *live_rows]:
-            task.cancel()
+    async def _start_shard(self, index: int) -> None:
+        pending = [link for link in self.chain if index not in link.store.done_shards()]
+        if not pending:
+            self.on_shard_done(index)
+            return
+        first = self.chain.index(pending[0])
+        before = self.chain[first - 1].store if first else self.source
+        rows = read_shard_rows(before, index)
+        while len(self._open) >= self._window:
+            self._room.clear()
+            await self._unless_fatal(self._room.wait())
+        shard = _OpenShard(index, len(rows))
+        for link in pending:
+            shard.passed[link.stage.name] = [None] * len(rows)
+            shard.remaining[link.stage.name] = len(rows)
+        self._open[index] = shard
+        if not rows:
+            for link in pending:
+                self._write(shard, link)
+            return
+        for position, row in enumerate(rows):
+            await self._unless_fatal(self._slots.acquire())
+            task = asyncio.create_task(self._carry(shard, position, row, pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    async def _unless_fatal(self, awaitable) -> None:
+        """Await `awaitable`, but raise at once if a row hit a fatal error meanwhile."""
+        waiter = asyncio.ensure_future(awaitable)
+        await asyncio.wait([waiter, self._fatal], return_when=asyncio.FIRST_COMPLETED)
+        if self._fatal.done():
+            waiter.cancel()
+            self._raise_if_fatal()
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self._fatal.done():
+            self._fatal.set_exception(task.exception())
+            self._room.set()
+
+    async def _carry(self, shard: _OpenShard, position: int, row: Row, links: list[ChainStage]) -> None:
+        try:
+            for link in links:
+                row = await guarded(link.stage.row, self.ctx, row, link.stage.name)
+                # A snapshot: later stages overwrite status and reason, this stage's shard must not see it.
+                shard.passed[link.stage.name][position] = dict(row)
+                shard.remaining[link.stage.name] -= 1
+                link.on_row_done(row)
+                if shard.remaining[link.stage.name] == 0:
+                    self._write(shard, link)
+        finally:
+            self._slots.release()
+
+    def _write(self, shard: _OpenShard, link: ChainStage) -> None:
+        rows = shard.passed.pop(link.stage.name)
+        link.store.write_shard(shard.index, pa.Table.from_pylist(rows, schema=link.schema))
+        if link is self.chain[-1]:
+            del self._open[shard.index]
+            self._room.set()
+            self.on_shard_done(shard.index)
+
+
+async def shard_range(count: int):
+    """The shard indices of an input whose shards all exist already."""
+    for index in range(count):
+        yield index

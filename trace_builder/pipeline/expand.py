@@ -10,10 +10,19 @@ from pydantic import BaseModel, Field
 
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import fail
-from trace_builder.pipeline.instructions import ConstraintAnswer, check_catalogue, normalise_constraints, prompt_of
+from trace_builder.pipeline.stage import Stage, model_settings
+from trace_builder.llm.structured import strict_schema
+from trace_builder.pipeline.instructions import (
+    ConstraintAnswer,
+    check_catalogue,
+    normalise_constraints,
+    prompt_of,
+    read_slots,
+    with_slots,
+)
 from trace_builder.prompts import render_messages
 from trace_builder.records import NULL_INPUT, content_id
-from trace_builder.taxonomy import DIMENSIONS, get_dimension
+from trace_builder.taxonomy import Dimension, get_dimension
 
 FIELDS = [
     pa.field("id", pa.string()),
@@ -34,7 +43,7 @@ FIELDS = [
 class StructuredInstruction(BaseModel):
     # No maxLength on the long fields: grammar compilers unroll it, and compile time grows with it.
     description: str = Field(min_length=1)
-    constraints: list[ConstraintAnswer] = Field(min_length=1, max_length=20)
+    constraints: dict[str, ConstraintAnswer]  # slots "1".."N", pinned to the plan by the request's schema
     input: str
 
 
@@ -47,7 +56,7 @@ class QualityProblem(BaseModel):
 class QualityReview(BaseModel):
     problems: list[QualityProblem] = Field(max_length=20)
     verdict: Literal["pass", "repair", "reject"]
-    repaired_constraints: list[ConstraintAnswer] = Field(max_length=20)
+    repaired_constraints: dict[str, ConstraintAnswer] | None  # the same slots as the plan
 
 
 def _constraint_views(row: dict) -> list[dict]:
@@ -58,6 +67,47 @@ def _set_constraints(row: dict, items: list[ConstraintAnswer]) -> None:
     texts, dims, checks, dropped = normalise_constraints(items)
     row.update(constraints=texts, dimensions=dims, checks=checks, constraint_count=len(texts))
     row["checks_dropped"] = (row.get("checks_dropped") or 0) + dropped
+
+
+async def structure(ctx: StageContext, row: dict, expanded: str, planned: list[Dimension]) -> StructuredInstruction:
+    """Split the expanded text into description / constraints / input, one constraint per planned slot.
+
+    The schema pins the slots to the plan; an answer that still misses it is asked again once,
+    stating the mismatch, and then fails the row with `plan_mismatch`.
+    """
+    cfg, lang, ids = ctx.config, row["language"], [d.id for d in planned]
+    messages = render_messages(
+        "structure",
+        lang,
+        expanded=expanded,
+        planned=planned,
+        emit_checks=cfg.expand.emit_checks,
+        check_catalogue=check_catalogue(lang) if cfg.expand.emit_checks else "",
+    )
+    schema = with_slots(strict_schema(StructuredInstruction), "constraints", ids)
+    for attempt in range(2):
+        answer = await ctx.client.chat_json(
+            messages,
+            StructuredInstruction,
+            tag="expand.structure",
+            temperature=0.0,
+            max_tokens=cfg.generation.max_tokens,
+            json_schema=schema,
+        )
+        items, problem = read_slots(answer.constraints, ids)
+        if problem is None:
+            answer.constraints = {str(i): item for i, item in enumerate(items, start=1)}
+            return answer
+        messages = [
+            *messages,
+            {"role": "assistant", "content": answer.model_dump_json()},
+            *render_messages("plan_mismatch", lang, problem=problem, planned=planned),
+        ]
+    raise PlanMismatch(problem)
+
+
+class PlanMismatch(Exception):
+    """The structured instruction did not follow the plan, even when asked again."""
 
 
 async def expand_row(ctx: StageContext, row: dict) -> dict:
@@ -71,33 +121,22 @@ async def expand_row(ctx: StageContext, row: dict) -> dict:
         tag="expand.rewrite",
         temperature=gen.temperature,
         max_tokens=gen.max_tokens,
-        seed=ctx.llm_seed("expand", row["seed_id"]),
+        seed=ctx.llm_seed("expand", row["seed_id"], row.get("use") or 0),
     )
     row["expanded_text"] = expanded
 
-    # 2. Structure it into description / constraints[] / input (TRACE's step 3).
-    structured = await client.chat_json(
-        render_messages(
-            "structure",
-            lang,
-            expanded=expanded,
-            planned=[d.id for d in planned],
-            dimension_ids=[d.id for d in DIMENSIONS],
-            emit_checks=cfg.emit_checks,
-            check_catalogue=check_catalogue(lang) if cfg.emit_checks else "",
-        ),
-        StructuredInstruction,
-        tag="expand.structure",
-        temperature=0.0,
-        max_tokens=gen.max_tokens,
-    )
+    # 2. Structure it into description / constraints[] / input (TRACE's step 3), one per planned slot.
+    try:
+        structured = await structure(ctx, row, expanded, planned)
+    except PlanMismatch as exc:
+        return fail(row, "expand", "plan_mismatch", str(exc))
     row["description"] = " ".join(structured.description.split())
     # Material given with the seed is kept verbatim; the LLM's copy may have drifted.
     if row["seed_input"] != NULL_INPUT:
         row["input"] = row["seed_input"]
     else:
         row["input"] = structured.input.strip() or NULL_INPUT
-    _set_constraints(row, structured.constraints)
+    _set_constraints(row, list(structured.constraints.values()))
 
     # 3. Quality check: reject or repair redundant, incomplete, contradictory (TRACE's step 4).
     review = await client.chat_json(
@@ -108,6 +147,7 @@ async def expand_row(ctx: StageContext, row: dict) -> dict:
         tag="expand.quality",
         temperature=0.0,
         max_tokens=gen.max_tokens,
+        json_schema=with_slots(strict_schema(QualityReview), "repaired_constraints", row["dimensions"], nullable=True),
     )
     row["quality_verdict"] = review.verdict
     row["quality_problems"] = json.dumps([p.model_dump() for p in review.problems], ensure_ascii=False)
@@ -116,11 +156,24 @@ async def expand_row(ctx: StageContext, row: dict) -> dict:
         detail = f"{first.kind} constraint {first.constraint}: {first.explanation}" if first else ""
         return fail(row, "expand", "quality_rejected", detail)
     if review.verdict == "repair":
-        if not review.repaired_constraints:
-            return fail(row, "expand", "quality_repair_empty", "verdict 'repair' without repaired constraints")
-        _set_constraints(row, review.repaired_constraints)
+        # A repair rewrites constraints, never the plan: same count, same dimension per slot.
+        repaired, problem = read_slots(review.repaired_constraints, row["dimensions"])
+        if problem is not None:
+            return fail(row, "expand", "quality_repair_off_plan", problem)
+        _set_constraints(row, repaired)
     if not row["description"]:
         return fail(row, "expand", "empty_description")
     row["prompt"] = prompt_of(row)
     row["id"] = content_id(row["description"], row["constraints"], row["input"])
     return row
+
+
+STAGE = Stage(
+    name="expand",
+    reads="taxonomy",
+    settings=lambda config: {"expand": config.expand.model_dump(), **model_settings(config)},
+    fields=tuple(FIELDS),
+    row=expand_row,
+    uses_llm=lambda config: True,
+    description="rewrite with the planned constraints, structure, quality check",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import lru_cache
 from typing import Any, Literal
@@ -10,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from trace_builder.judge import Judgement, judge_response
 from trace_builder.llm.client import LLMClient
-from trace_builder.records import SYSTEM_PROMPT, build_user_prompt
+from trace_builder.llm.structured import strict_schema
+from trace_builder.records import FULL_MARKS, SYSTEM_PROMPT, build_user_prompt
 from trace_builder.taxonomy import DIMENSIONS, dimension_for_label
 
 from trace_builder.verify import KINDS
@@ -59,6 +61,44 @@ def normalise_constraints(items: list[ConstraintAnswer]) -> tuple[list[str], lis
     return texts, dims, checks, dropped
 
 
+def slots_schema(dimensions: list[str]) -> dict[str, Any]:
+    """JSON Schema for exactly len(dimensions) constraints: an object with slots "1".."N", slot i
+    pinned to dimensions[i]. Constrained decoders (vLLM, xgrammar, OpenAI strict mode) then cannot
+    return another count or another dimension; the answer is still validated (`read_slots`)."""
+    item = strict_schema(ConstraintAnswer)
+    defs = item.pop("$defs", {})
+    slots = {}
+    for number, dimension in enumerate(dimensions, start=1):
+        slot = copy.deepcopy(item)
+        # The dimension comes first, so a model writes the constraint knowing what it must be.
+        slot["properties"] = {"dimension": {"type": "string", "enum": [dimension]}} | {
+            k: v for k, v in slot["properties"].items() if k != "dimension"
+        }
+        slot["required"] = list(slot["properties"])
+        slots[str(number)] = slot
+    schema = {"type": "object", "properties": slots, "required": list(slots), "additionalProperties": False}
+    return {"$defs": defs, **schema} if defs else schema
+
+
+def with_slots(schema: dict[str, Any], field: str, dimensions: list[str], nullable: bool = False) -> dict[str, Any]:
+    """`schema` (a strict schema) with its property `field` replaced by the planned slots."""
+    slots = slots_schema(dimensions)
+    schema.setdefault("$defs", {}).update(slots.pop("$defs", {}))
+    schema["properties"][field] = {"anyOf": [{"type": "null"}, slots]} if nullable else slots
+    return schema
+
+
+def read_slots(slots: dict[str, ConstraintAnswer] | None, planned: list[str]) -> tuple[list[ConstraintAnswer], str | None]:
+    """The constraints in slot order, and why they do not match the plan (None when they do)."""
+    slots = slots or {}
+    expected = [str(i) for i in range(1, len(planned) + 1)]
+    if sorted(slots, key=lambda k: (len(k), k)) != expected:
+        return [], f"{len(slots)} constraints for a plan of {len(planned)}"
+    items = [slots[k] for k in expected]
+    wrong = [f"{i} is {item.dimension}, planned {dim}" for i, (item, dim) in enumerate(zip(items, planned), 1) if item.dimension != dim]
+    return items, ("constraint " + "; ".join(wrong) if wrong else None)
+
+
 def parse_checks(checks: list[str | None] | None) -> list[dict | None]:
     return [json.loads(c) if c else None for c in (checks or [])]
 
@@ -92,5 +132,5 @@ async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str,
 def failed_constraints(judgement: Judgement) -> str:
     """'2 (llm: 6), 4 (code: 0)' for a reason detail."""
     return ", ".join(
-        f"{i} ({v.decided_by}: {v.score})" for i, v in enumerate(judgement.verdicts, start=1) if v.score != 10
+        f"{i} ({v.decided_by}: {v.score})" for i, v in enumerate(judgement.verdicts, start=1) if v.score != FULL_MARKS
     )

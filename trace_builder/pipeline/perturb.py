@@ -1,24 +1,39 @@
-"""Stage 'perturb': change x1's constraints so y1 violates them (x2), answer x2, judge the pairings."""
+"""Stage 'perturb': change x1's constraints so y1 violates them (x2), answer x2, judge the pairings.
+
+The group rule: (x1, y1) and (x2, y2) earn full marks, (x2, y1) does not; (x1, y2) is
+recorded, and with `perturb.strict` it must fail too. Every operation is asked so that it
+can pass that rule (per-constraint judging means y1 can only fail x2 through a constraint
+that x2 holds and y1 breaks):
+- ADD: x2 = x1 plus one or two constraints y1 does not meet.
+- DELETE: x2 drops one or more of x1's constraints that y1 is built around, and one kept or
+  new constraint states the opposite of a dropped requirement; x2 is shorter than x1.
+- REVISE: x2 has as many constraints as x1, one or two rewritten so that y1 violates them.
+A failed attempt is retried with the next operation, up to `perturb.attempts` in all.
+"""
 
 from __future__ import annotations
-
-import asyncio
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from trace_builder.errors import LLMError
+from trace_builder.fidelity import iopo_yield
+from trace_builder.judge import JUDGEMENT_TYPE
+from trace_builder.llm.structured import strict_schema
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.instructions import (
     ConstraintAnswer,
-    answer_instruction,
     check_catalogue,
     failed_constraints,
     judge_row,
     normalise_constraints,
     prompt_of,
 )
+from trace_builder.pipeline.respond import attempts_allowed, best_answer
+from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
+
+ATTEMPT_TYPE = pa.struct([pa.field("op", pa.string()), pa.field("outcome", pa.string())])  # outcome: ok or a reason
 
 FIELDS = [
     pa.field("perturb_op", pa.string()),
@@ -28,10 +43,11 @@ FIELDS = [
     pa.field("checks_2", pa.list_(pa.string())),
     pa.field("prompt_2", pa.string()),
     pa.field("response_2", pa.string()),
-    pa.field("judgement_x2_y2", pa.string()),
-    pa.field("judgement_x2_y1", pa.string()),
-    pa.field("judgement_x1_y2", pa.string()),
+    pa.field("judgement_x2_y2", JUDGEMENT_TYPE),
+    pa.field("judgement_x2_y1", JUDGEMENT_TYPE),
+    pa.field("judgement_x1_y2", JUDGEMENT_TYPE),
     pa.field("x1_y2_passes", pa.bool_()),
+    pa.field("perturb_attempts", pa.list_(ATTEMPT_TYPE)),
     pa.field("iopo_status", pa.string()),  # ok | failed
     pa.field("iopo_reason", pa.string()),
     pa.field("iopo_detail", pa.string()),
@@ -43,40 +59,69 @@ class PerturbedConstraints(BaseModel):
     explanation: str = Field(max_length=400)
 
 
+def size_bounds(operation: str, count: int) -> tuple[int, int]:
+    """How many constraints x2 may hold after `operation` on `count`: the request's schema enforces it."""
+    return {"add": (count + 1, count + 2), "delete": (1, count - 1), "revise": (count, count)}[operation]
+
+
 def operation_mismatch(operation: str, before: list[str], after: list[str]) -> str | None:
     """Why the new list does not look like the operation asked for, or None if it does."""
     if after == before:
         return "constraints unchanged"
-    if operation == "add" and len(after) <= len(before):
-        return f"ADD gave {len(after)} constraints for {len(before)}"
-    if operation == "delete" and len(after) >= len(before):
-        return f"DELETE gave {len(after)} constraints for {len(before)}"
+    low, high = size_bounds(operation, len(before))
+    if not low <= len(after) <= high:
+        return f"{operation.upper()} gave {len(after)} constraints for {len(before)}"
+    if operation == "add" and not set(before) <= set(after):
+        return "ADD changed existing constraints"
     return None
 
 
-def _iopo_fail(row: dict, reason: str, detail: str = "") -> dict:
-    row.update(iopo_status="failed", iopo_reason=reason, iopo_detail=detail[:300])
-    return row
+def operation_order(ctx: StageContext, row: dict) -> list[str]:
+    """The operations to try, first one drawn uniformly, then the others in turn."""
+    operations = [op for op in ctx.config.perturb.operations if not (op == "delete" and len(row["constraints"]) < 2)]
+    operations = operations or ["add"]  # deleting the only constraint would leave none
+    first = ctx.rng("perturb-op", row["id"]).choice(ctx.config.perturb.operations)
+    if first not in operations:
+        first = operations[0]
+    start = operations.index(first)
+    return operations[start:] + operations[:start]
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason, self.detail = reason, detail
 
 
 async def perturb_row(ctx: StageContext, row: dict) -> dict:
     """Build one IOPO group; an unusable group fails only the IOPO side (the SFT row stays ok)."""
-    try:
-        return await _perturb(ctx, row)
-    except LLMError as exc:
-        return _iopo_fail(row, exc.reason, exc.detail)
+    operations = operation_order(ctx, row)
+    tried = []
+    for attempt in range(ctx.config.perturb.attempts):
+        operation = operations[attempt % len(operations)]
+        row["perturb_op"] = operation
+        try:
+            await _perturb(ctx, row, operation, attempt)
+        except _AttemptFailed as failed:
+            tried.append({"op": operation, "outcome": failed.reason})
+            row.update(iopo_status="failed", iopo_reason=failed.reason, iopo_detail=failed.detail[:300])
+            continue
+        except LLMError as exc:
+            tried.append({"op": operation, "outcome": exc.reason})
+            row.update(iopo_status="failed", iopo_reason=exc.reason, iopo_detail=exc.detail[:300])
+            continue
+        tried.append({"op": operation, "outcome": "ok"})
+        row.update(iopo_status="ok", iopo_reason="", iopo_detail="")
+        break
+    row["perturb_attempts"] = tried
+    return row
 
 
-async def _perturb(ctx: StageContext, row: dict) -> dict:
+async def _perturb(ctx: StageContext, row: dict, operation: str, attempt: int) -> None:
     client, gen, cfg = ctx.client, ctx.config.generation, ctx.config
-    operations = cfg.perturb.operations
-    operation = ctx.rng("perturb-op", row["id"]).choice(operations)
-    row["perturb_op"] = operation
-    if operation == "delete" and len(row["constraints"]) < 2:
-        # Deleting the only constraint leaves no constraint at all: revise it instead.
-        operation = row["perturb_op"] = "revise" if "revise" in operations else "add"
-
-    lang = row["language"]
+    lang, count = row["language"], len(row["constraints"])
+    low, high = size_bounds(operation, count)
+    schema = strict_schema(PerturbedConstraints)
+    schema["properties"]["constraints"].update(minItems=low, maxItems=high)
     changed = await client.chat_json(
         render_messages(
             "perturb",
@@ -93,32 +138,51 @@ async def _perturb(ctx: StageContext, row: dict) -> dict:
         tag="perturb.rewrite",
         temperature=gen.temperature,
         max_tokens=gen.max_tokens,
-        seed=ctx.llm_seed("perturb", row["id"]),
+        seed=ctx.llm_seed("perturb", row["id"], *([attempt] if attempt else [])),
+        json_schema=schema,
     )
     texts, dims, checks, _ = normalise_constraints(changed.constraints)
     row.update(constraints_2=texts, dimensions_2=dims, checks_2=checks, perturb_explanation=changed.explanation)
     mismatch = operation_mismatch(operation, row["constraints"], texts)
     if mismatch:
-        return _iopo_fail(row, "perturb_not_applied", mismatch)
+        raise _AttemptFailed("perturb_not_applied", mismatch)
     row["prompt_2"] = prompt_of(row, "_2")
 
-    # y2 and the (x2, y1) verdict need nothing from each other: ask both at once.
-    response_2, x2_y1 = await asyncio.gather(
-        answer_instruction(
-            client, row["prompt_2"], tag="perturb.answer", temperature=gen.temperature,
-            max_tokens=gen.max_tokens, seed=ctx.llm_seed("answer2", row["id"]),
-        ),
-        judge_row(client, row, row["response"], suffix="_2", tag="perturb.judge", config=cfg),
-    )
-    row["response_2"], row["judgement_x2_y1"] = response_2, x2_y1.to_json()
-    x2_y2, x1_y2 = await asyncio.gather(
-        judge_row(client, row, response_2, suffix="_2", tag="perturb.judge", config=cfg),
-        judge_row(client, row, response_2, suffix="", tag="perturb.judge", config=cfg),
-    )
-    row.update(judgement_x2_y2=x2_y2.to_json(), judgement_x1_y2=x1_y2.to_json(), x1_y2_passes=x1_y2.passed)
+    # y1 must fail x2 first: no y2 is worth asking for a perturbation that y1 still follows.
+    x2_y1 = await judge_row(client, row, row["response"], suffix="_2", tag="perturb.judge", config=cfg)
+    row["judgement_x2_y1"] = x2_y1.records()
+    row["disputes"] = (row.get("disputes") or 0) + x2_y1.disputes
     if x2_y1.passed:
-        return _iopo_fail(row, "y1_still_follows_x2")
+        raise _AttemptFailed("y1_still_follows_x2")
+    attempts = attempts_allowed(ctx, cfg.respond.attempts)
+    response_2, x2_y2, _ = await best_answer(ctx, row, "_2", "perturb", attempts)
+    row.update(response_2=response_2, judgement_x2_y2=x2_y2.records())
     if not x2_y2.passed:
-        return _iopo_fail(row, "y2_fails_x2", failed_constraints(x2_y2))
-    row.update(iopo_status="ok", iopo_reason="", iopo_detail="")
-    return row
+        raise _AttemptFailed("y2_fails_x2", failed_constraints(x2_y2))
+    x1_y2 = await judge_row(client, row, response_2, suffix="", tag="perturb.judge", config=cfg)
+    row["disputes"] += x1_y2.disputes
+    row.update(judgement_x1_y2=x1_y2.records(), x1_y2_passes=x1_y2.passed)
+    if cfg.perturb.strict and x1_y2.passed:
+        raise _AttemptFailed("y2_follows_x1")
+
+def summarize(frame) -> dict:
+    """IOPO yield per operation (from every attempt), for `status` and the run summary."""
+    if "perturb_attempts" not in frame:
+        return {}
+    yields = iopo_yield(frame)
+    return {
+        "IOPO groups kept per attempt": ", ".join(f"{op} {y['kept']}/{y['attempts']} ({y['yield']:.0%})" for op, y in yields.items()),
+        "x1_y2 passes in kept groups": int(frame.loc[frame["iopo_status"] == "ok", "x1_y2_passes"].fillna(False).sum()),
+    }
+
+
+STAGE = Stage(
+    name="perturb",
+    reads="respond",
+    settings=lambda config: {"perturb": config.perturb.model_dump(), "seed": config.seed, **model_settings(config)},
+    fields=tuple(FIELDS),
+    row=perturb_row,
+    uses_llm=lambda config: True,
+    summary=summarize,
+    description="perturb x1 into x2, answer it, judge the four pairings (IOPO)",
+)

@@ -1,54 +1,30 @@
-"""Run the stages in order over a run directory: fingerprints, resume, and the end-of-run summary."""
+"""Run the stages of the registry over a run directory: fingerprints, resume, row chains, the summary."""
 
 from __future__ import annotations
 
-import asyncio
 import platform
+import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
-import pyarrow as pa
 from rich.console import Console
 
 from trace_builder import __version__
-from trace_builder.config import STAGES, RunConfig, stage_fingerprints
+from trace_builder.config import RunConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.factory import make_backend, preflight
-from trace_builder.pipeline import expand, perturb, respond
+from trace_builder.pipeline.admission import QuotaAdmission, RowSource, StoredShards
 from trace_builder.pipeline.context import StageContext
-from trace_builder.pipeline.engine import extend_schema, run_row_stage
-from trace_builder.pipeline.filter import run_filter
-from trace_builder.pipeline.seeds_stage import PLAN_FIELDS, SEED_SCHEMA, plan_row, run_seeds
+from trace_builder.pipeline.engine import ChainStage, RowChain
+from trace_builder.pipeline.registry import STAGE_NAMES, STAGES, get_stage, stage_fingerprints, stage_schema, stages_from
+from trace_builder.pipeline.stage import Stage
 from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
 from trace_builder.store import StageStore, write_json_atomic
-
-LLM_STAGES = {"expand", "respond", "perturb"}
-
-# Each row-wise stage: the function applied to a live row, and the columns it adds.
-_ROW_STAGES: dict[str, tuple[Callable[[StageContext, dict], Awaitable[dict]], list[pa.Field]]] = {}
-
-
-async def _plan(ctx: StageContext, row: dict) -> dict:
-    return plan_row(ctx, row)
-
-
-_ROW_STAGES["taxonomy"] = (_plan, PLAN_FIELDS)
-_ROW_STAGES["expand"] = (expand.expand_row, expand.FIELDS)
-_ROW_STAGES["respond"] = (respond.respond_row, respond.FIELDS)
-_ROW_STAGES["perturb"] = (perturb.perturb_row, perturb.FIELDS)
-
-
-def stage_schema(stage: str) -> pa.Schema:
-    schema = SEED_SCHEMA
-    for name in STAGES[1 : STAGES.index(stage) + 1]:
-        schema = extend_schema(schema, _ROW_STAGES[name][1])
-    return schema
 
 
 @dataclass
@@ -59,30 +35,22 @@ class RunSummary:
     tokens: dict[str, int] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # quota fill, shortfalls, IOPO yields
 
 
-def _previous(stage: str) -> str | None:
-    index = STAGES.index(stage)
-    return STAGES[index - 1] if index else None
-
-
-def _needs_llm(config: RunConfig, stage: str) -> bool:
-    return stage in LLM_STAGES or (stage == "seeds" and config.seeds.synthesize_to > 0)
-
-
-def check_fingerprints(run_dir: Path, stages: list[str], fingerprints: dict[str, str], fresh: bool) -> None:
+def check_fingerprints(run_dir: Path, stages: list[Stage], fingerprints: dict[str, str], fresh: bool) -> None:
     """Refuse to mix rows built under another config; --fresh clears the stages instead."""
+    if fresh:
+        # Everything downstream was built from what is about to be rebuilt.
+        for later in stages_from(stages[0].name):
+            StageStore(run_dir, later.name).clear()
+        return
     for stage in stages:
-        store = StageStore(run_dir, stage)
-        if fresh:
-            # Everything downstream was built from what is about to be rebuilt.
-            for later in STAGES[STAGES.index(stage) :]:
-                StageStore(run_dir, later).clear()
-            return
-        if store.fingerprint and store.fingerprint != fingerprints[stage]:
+        store = StageStore(run_dir, stage.name)
+        if store.fingerprint and store.fingerprint != fingerprints[stage.name]:
             raise UserError(
-                f"{run_dir}/{stage} was built with a different config (or prompts); rerun with --fresh to "
-                f"rebuild from '{stage}' (the LLM cache is kept), or choose another --out"
+                f"{run_dir}/{stage.name} was built with a different config (or prompts); rerun with --fresh to "
+                f"rebuild from '{stage.name}' (the LLM cache is kept), or choose another --out"
             )
 
 
@@ -92,6 +60,8 @@ def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, st
         {
             "trace_build": __version__,
             "python": platform.python_version(),
+            "profile": config.profile,
+            "settings": config.describe(),
             "config": config.model_dump(mode="json", exclude={"backend": {"api_key"}}),
             "fingerprints": fingerprints,
             "updated": time.time(),
@@ -99,81 +69,8 @@ def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, st
     )
 
 
-def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
-    for stage in STAGES:
-        store = StageStore(run_dir, stage)
-        usage = store.manifest.get("usage") or {}
-        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-        if tokens:
-            summary.tokens[stage] = tokens
-        summary.failure_reasons.update(store.manifest.get("failures") or {})
-        summary.final_rows = store.manifest.get("final_rows", summary.final_rows)
-    return summary
-
-
-async def run_pipeline(
-    config: RunConfig, run_dir: Path, stages: list[str], *, fresh: bool = False, console: Console | None = None
-) -> RunSummary:
-    console = console or Console(stderr=True)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprints = stage_fingerprints(config, prompts_digest())
-    check_fingerprints(run_dir, stages, fingerprints, fresh)
-    _validate_taxonomy(config)
-
-    first = _previous(stages[0])
-    if first is not None and StageStore(run_dir, first).status != "done":
-        raise UserError(
-            f"stage '{stages[0]}' needs the output of '{first}', which is not complete in {run_dir}: "
-            f"run `trace-build run --stage {first}` (or --stage all) first"
-        )
-    _write_run_json(run_dir, config, fingerprints)
-
-    summary = RunSummary(run_dir)
-    client: LLMClient | None = None
-    try:
-        for wave in _waves(stages):
-            pending = []
-            for stage in wave:
-                store = StageStore(run_dir, stage)
-                if store.status == "done":
-                    summary.skipped.append(stage)
-                    console.print(f"[dim]{stage:<9} done already ({store.rows_written()} rows), skipped[/dim]")
-                else:
-                    pending.append(store)
-            if not pending:
-                continue
-            if client is None and any(_needs_llm(config, store.stage) for store in pending):
-                # Opened at the first stage that asks: a bad seed file fails before a model loads.
-                client = await _open_client(config, run_dir, console)
-            ctx = StageContext(config, run_dir, client)
-            if pending[0].stage in _ROW_STAGES:
-                await _run_row_stages(ctx, pending, fingerprints, console)
-            else:
-                await _run_whole_stage(ctx, pending[0], fingerprints[pending[0].stage])
-            summary.ran.extend(store.stage for store in pending)
-    finally:
-        if client is not None:
-            await client.aclose()
-            if client.cache is not None:
-                client.cache.close()
-    return _summarize(run_dir, summary)
-
-
-def _waves(stages: list[str]) -> list[list[str]]:
-    """Consecutive row-wise stages form one wave and run together; seeds and filter stand alone."""
-    waves: list[list[str]] = []
-    for stage in stages:
-        if waves and stage in _ROW_STAGES and waves[-1][-1] in _ROW_STAGES:
-            waves[-1].append(stage)
-        else:
-            waves.append([stage])
-    return waves
-
-
 def _validate_taxonomy(config: RunConfig) -> None:
     from trace_builder.taxonomy import sample_constraint_plan
-    import random
 
     tax = config.taxonomy
     try:
@@ -182,104 +79,186 @@ def _validate_taxonomy(config: RunConfig) -> None:
         raise UserError(f"taxonomy settings are invalid: {exc}") from None
 
 
+def groups_of(stages: list[Stage], config: RunConfig) -> list[list[Stage]]:
+    """Consecutive row-wise stages run together as one chain; whole stages stand alone.
+
+    In a target-size run the seeds stage joins the chain after it: it admits seeds while
+    the rows run, sized from the yields measured so far.
+    """
+    groups: list[list[Stage]] = []
+    for stage in stages:
+        joins = stage.row_wise and groups and (groups[-1][-1].row_wise or _admits(groups[-1][-1], config))
+        if joins:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def _admits(stage: Stage, config: RunConfig) -> bool:
+    return stage.name == "seeds" and config.target.enabled
+
+
+async def run_pipeline(
+    config: RunConfig, run_dir: Path, stage_names: list[str], *, fresh: bool = False, console: Console | None = None
+) -> RunSummary:
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir)
+    stages = [get_stage(name) for name in stage_names]
+    console.print(f"[bold]{config.describe()}[/bold]", highlight=False)
+    fingerprints = stage_fingerprints(config, prompts_digest())
+    _validate_taxonomy(config)
+    if config.target.enabled and stage_names == ["seeds"]:
+        raise UserError("a target-size run admits seeds while the row stages run: use --stage all")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_fingerprints(run_dir, stages, fingerprints, fresh)
+
+    first = stages[0].reads
+    if first is not None and StageStore(run_dir, first).status != "done":
+        raise UserError(
+            f"stage '{stages[0].name}' needs the output of '{first}', which is not complete in {run_dir}: "
+            f"run `trace-build run --stage {first}` (or --stage all) first"
+        )
+    _write_run_json(run_dir, config, fingerprints)
+
+    summary = RunSummary(run_dir)
+    client: LLMClient | None = None
+    try:
+        for group in groups_of(stages, config):
+            stores = {stage.name: StageStore(run_dir, stage.name) for stage in group}
+            if all(store.status == "done" for store in stores.values()):
+                for stage in group:
+                    summary.skipped.append(stage.name)
+                    console.print(f"[dim]{stage.name:<9} done already ({stores[stage.name].rows_written()} rows), skipped[/dim]")
+                continue
+            if client is None and any(stage.uses_llm(config) for stage in group):
+                # Opened at the first stage that asks: a bad seed file fails before a model loads.
+                client = await _open_client(config, run_dir, console)
+            ctx = StageContext(config, run_dir, client)
+            if len(group) == 1 and not group[0].row_wise:
+                await _run_whole(ctx, group[0], stores[group[0].name], fingerprints[group[0].name])
+            else:
+                summary.notes += await _run_chain(ctx, group, stores, fingerprints, console)
+            summary.ran.extend(stage.name for stage in group)
+    finally:
+        if client is not None:
+            await client.aclose()
+            if client.cache is not None:
+                client.cache.close()
+    return _summarize(run_dir, summary)
+
+
 async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LLMClient:
     backend = make_backend(config.backend)
-    console.print(f"[dim]backend {config.backend.kind}: model {config.backend.model}[/dim]")
     if config.backend.kind == "local":
         console.print("[dim]loading the model (the first time, the embedded one is converted: about a minute)[/dim]")
     await preflight(backend)
     return LLMClient(backend, RequestCache(run_dir / "cache.sqlite"), concurrency=config.backend.concurrency)
 
 
-async def _run_whole_stage(ctx: StageContext, store: StageStore, fingerprint: str) -> None:
+async def _run_whole(ctx: StageContext, stage: Stage, store: StageStore, fingerprint: str) -> None:
     """seeds or filter: stages that need all of their input at once."""
     started = time.monotonic()
-    source = StageStore(ctx.run_dir, _previous(store.stage)) if store.stage != "seeds" else None
+    source = StageStore(ctx.run_dir, stage.reads) if stage.reads else None
     store.begin(fingerprint, source.manifest["total_shards"] if source else 0)
-    extra: dict = {}
-    if store.stage == "seeds":
-        await run_seeds(ctx, store)
+    extra = await stage.whole(ctx, source, store)
+    _finish(ctx, stage, store, time.monotonic() - started, **extra)
+
+
+async def _run_chain(
+    ctx: StageContext, group: list[Stage], stores: dict[str, StageStore], fingerprints: dict[str, str], console: Console
+) -> list[str]:
+    """Row-wise stages in one chain: a row enters the next stage the moment it leaves one."""
+    started = time.monotonic()
+    admitting = _admits(group[0], ctx.config)
+    row_stages = group[1:] if admitting else group
+    if not admitting:  # stages finished by an earlier run are not run again
+        row_stages = [s for i, s in enumerate(row_stages) if any(stores[t.name].status != "done" for t in row_stages[i:])]
+    source: RowSource
+    if admitting:
+        source = QuotaAdmission(ctx, stores["seeds"], StageStore(ctx.run_dir, row_stages[-1].name))
+        stores["seeds"].begin(fingerprints["seeds"], None)
+        await source.prepare()
     else:
-        extra = run_filter(source, store, ctx.config.filter, ctx.config.seed, ctx.run_dir)
-    usage = ctx.client.usage_for(store.stage) if ctx.client else {}
-    store.finish("done", usage, time.monotonic() - started, failures=_failure_counts(store, store.stage), **extra)
-
-
-async def _run_row_stages(
-    ctx: StageContext, stores: list[StageStore], fingerprints: dict[str, str], console: Console
-) -> None:
-    """Run consecutive row-wise stages at once, each consuming its input shard by shard.
-
-    A shard of respond starts the moment expand has written it, so the backend never idles
-    at a stage boundary waiting for the slowest row of the previous stage.
-    """
-    seeds = StageStore(ctx.run_dir, "seeds")
-    total_shards = seeds.manifest["total_shards"] or 0
-    total_rows = seeds.rows_written()
-    written: dict[tuple[str, int], asyncio.Event] = defaultdict(asyncio.Event)
-    running = {store.stage for store in stores}
-    # Rows, not requests, are admitted: each row holds one request at a time, so twice the
+        source = StoredShards(StageStore(ctx.run_dir, row_stages[0].reads))
+    for stage in row_stages:
+        stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
+    # Rows, not requests, are admitted: a row holds one request at a time, so twice the
     # concurrency in rows keeps every request slot busy while rows change sub-step.
     in_flight = 2 * ctx.config.backend.concurrency if ctx.client else 1024
 
-    async def run_one(store: StageStore, bar) -> None:
-        started = time.monotonic()
-        source_stage = _previous(store.stage)
-        source = StageStore(ctx.run_dir, source_stage)
-        store.begin(fingerprints[store.stage], total_shards)
-
-        async def input_ready(index: int) -> None:
-            if source_stage in running:
-                await written[(source_stage, index)].wait()
-
-        step, _ = _ROW_STAGES[store.stage]
-        await run_row_stage(
-            source,
-            store,
-            lambda row: step(ctx, row),
-            stage_schema(store.stage),
-            total_shards=total_shards,
-            max_rows_in_flight=in_flight,
-            input_ready=input_ready,
-            on_row_done=bar.row_done,
-            on_shard_written=lambda index: written[(store.stage, index)].set(),
-        )
-        usage = ctx.client.usage_for(store.stage) if ctx.client else {}
-        store.finish("done", usage, time.monotonic() - started, failures=_failure_counts(store, store.stage))
-
     with PipelineProgress(console, ctx.client) as progress:
-        for store in stores:  # shards finished in an earlier run are ready already
-            for index in store.done_shards():
-                written[(store.stage, index)].set()
-        tasks = [asyncio.create_task(run_one(store, progress.stage(store.stage, total_rows, store.rows_written()))) for store in stores]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+        bars = {s.name: progress.stage(s.name, source.total_rows, stores[s.name].rows_written()) for s in row_stages}
+        source.on_growth = lambda rows: [bar.grow(rows) for bar in bars.values()]
+        chain = [
+            ChainStage(s, stores[s.name], stage_schema(s.name), on_row_done=bars[s.name].row_done) for s in row_stages
+        ]
+        engine = RowChain(
+            ctx,
+            chain,
+            source.store,
+            max_rows_in_flight=in_flight,
+            window=8 + in_flight // max(ctx.config.shard_size, 1),
+            on_shard_done=source.shard_done,
+        )
+        await engine.run(source.shards())
+
+    elapsed = time.monotonic() - started
+    notes = source.finish(elapsed) if admitting else []
+    for stage in row_stages:
+        stores[stage.name].manifest["total_shards"] = source.total_shards
+        _finish(ctx, stage, stores[stage.name], elapsed)
+    return notes
 
 
-def _failure_counts(store: StageStore, stage: str) -> dict[str, int]:
-    """Reasons of the rows this stage failed (and, for respond/perturb, its DPO/IOPO side)."""
+def _finish(ctx: StageContext, stage: Stage, store: StageStore, elapsed: float, **extra) -> None:
+    """Close a stage: its token usage (per task too), failure reasons and summary figures."""
     frame = store.read()
+    usage = ctx.client.usage_for(stage.name) if ctx.client else {}
+    by_task = ctx.client.usage_by_task(stage.name) if ctx.client else {}
+    if stage.summary is not None:
+        extra["summary"] = stage.summary(frame)
+    store.finish("done", usage, elapsed, failures=failure_counts(store, frame), usage_by_task=by_task, **extra)
+
+
+def failure_counts(store: StageStore, frame) -> dict[str, int]:
+    """Reasons of the rows this stage failed (and, for respond/perturb, its DPO/IOPO side)."""
     if frame.empty:
         return {}
     counts: Counter = Counter()
     if "failed_stage" in frame:
-        mine = frame[(frame["status"] != "ok") & (frame["failed_stage"] == stage)]
-        counts.update(f"{stage}: {r}" for r in mine["reason"])
-    for side in ("dpo", "iopo"):
+        mine = frame[(frame["status"] != "ok") & (frame["failed_stage"] == store.stage)]
+        counts.update(f"{store.stage}: {r}" for r in mine["reason"])
+    for side, stage in (("dpo", "respond"), ("iopo", "perturb")):
         column = f"{side}_status"
-        if stage == {"dpo": "respond", "iopo": "perturb"}[side] and column in frame:
+        if store.stage == stage and column in frame:
             failed = frame[frame[column] == "failed"]
             counts.update(f"{side}: {r}" for r in failed[f"{side}_reason"])
     return dict(counts)
+
+
+def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
+    for stage in STAGES:
+        store = StageStore(run_dir, stage.name)
+        usage = store.manifest.get("usage") or {}
+        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        if tokens:
+            summary.tokens[stage.name] = tokens
+        summary.failure_reasons.update(store.manifest.get("failures") or {})
+        summary.final_rows = store.manifest.get("final_rows", summary.final_rows)
+        summary.notes += store.manifest.get("notes") or []
+    kept = (StageStore(run_dir, "perturb").manifest.get("summary") or {}).get("IOPO groups kept per attempt")
+    if kept:
+        summary.notes.append(f"IOPO groups kept per attempt: {kept}")
+    return summary
 
 
 def describe_summary(summary: RunSummary, console: Console) -> None:
     """The short report at the end of a run."""
     finals = ", ".join(f"{name} {n}" for name, n in summary.final_rows.items()) or "none yet"
     console.print(f"[bold]final datasets:[/bold] {finals}")
+    for note in dict.fromkeys(summary.notes):
+        console.print(note, highlight=False)
     if summary.failure_reasons:
         top = ", ".join(f"{reason} ({n})" for reason, n in summary.failure_reasons.most_common(5))
         console.print(f"[bold]top failure reasons:[/bold] {top}")
@@ -295,12 +274,12 @@ def describe_summary(summary: RunSummary, console: Console) -> None:
 def stage_rows(run_dir: Path) -> list[dict]:
     """One line per stage for `trace-build status`."""
     table = []
-    for stage in STAGES:
-        store = StageStore(run_dir, stage)
+    for name in STAGE_NAMES:
+        store = StageStore(run_dir, name)
         usage = store.manifest.get("usage") or {}
         table.append(
             {
-                "stage": stage,
+                "stage": name,
                 "status": store.status,
                 "shards": f"{len(store.done_shards())}/{store.manifest.get('total_shards') or '?'}",
                 "rows": store.rows_written(),
@@ -312,3 +291,22 @@ def stage_rows(run_dir: Path) -> list[dict]:
             }
         )
     return table
+
+
+def run_details(run_dir: Path) -> list[str]:
+    """What `status` prints under its table: quota fill, per-stage figures, tokens per task."""
+    lines = []
+    seeds = StageStore(run_dir, "seeds").manifest
+    if seeds.get("quota"):
+        fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in seeds["quota"].items())
+        lines.append(f"quota fill by constraint count (usable/needed, {seeds.get('admitted', 0)} seeds admitted): {fill}")
+    for name in STAGE_NAMES:
+        manifest = StageStore(run_dir, name).manifest
+        details = [f"  {key}: {value}" for key, value in (manifest.get("summary") or {}).items()]
+        for task, usage in (manifest.get("usage_by_task") or {}).items():
+            tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+            details.append(f"  {task}: {usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached, {tokens:,} tokens")
+        details += [f"  {note}" for note in manifest.get("notes") or []]
+        if details:
+            lines += [f"{name}:", *details]
+    return lines

@@ -1,4 +1,4 @@
-"""Stages 'seeds' and 'taxonomy': gather the simple instructions, then plan constraints for each."""
+"""Stage 'seeds': gather the simple instructions (built-in, a file, or LLM-synthesized) into rows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from trace_builder.seeds import (
     select_seeds,
 )
 from trace_builder.store import StageStore
-from trace_builder.taxonomy import plan_for_seed
+from trace_builder.pipeline.stage import Stage, model_settings
 
 SEED_SCHEMA = pa.schema(
     [
@@ -26,6 +26,10 @@ SEED_SCHEMA = pa.schema(
         pa.field("language", pa.string()),
         pa.field("domain", pa.string()),
         pa.field("source", pa.string()),
+        pa.field("use", pa.int32()),  # 0, or the n-th reuse of this seed (with a new plan) in a target-size run
+        # Set at admission in a target-size run (the quotas choose the plan); else by the taxonomy stage.
+        pa.field("planned_count", pa.int32()),
+        pa.field("planned_dimensions", pa.list_(pa.string())),
         pa.field("status", pa.string()),
         pa.field("reason", pa.string()),
         pa.field("failed_stage", pa.string()),
@@ -33,17 +37,11 @@ SEED_SCHEMA = pa.schema(
     ]
 )
 
-PLAN_FIELDS = [
-    pa.field("planned_count", pa.int32()),
-    pa.field("planned_dimensions", pa.list_(pa.string())),
-]
-
-
 class SynthesizedSeeds(BaseModel):
     instructions: list[str] = Field(min_length=1, max_length=20)
 
 
-def _seed_row(seed: Seed) -> dict:
+def seed_row(seed: Seed, use: int = 0, plan: tuple[int, list[str]] | None = None) -> dict:
     return {
         "seed_id": seed.id,
         "seed_text": seed.text,
@@ -51,6 +49,9 @@ def _seed_row(seed: Seed) -> dict:
         "language": seed.language,
         "domain": seed.domain,
         "source": seed.source,
+        "use": use,
+        "planned_count": plan[0] if plan else None,
+        "planned_dimensions": plan[1] if plan else None,
         "status": "ok",
         "reason": "",
         "failed_stage": "",
@@ -86,26 +87,54 @@ async def synthesize_seeds(ctx: StageContext, pool: list[Seed], target: int) -> 
     return seeds[: max(target, len(pool))]
 
 
-async def run_seeds(ctx: StageContext, store: StageStore) -> None:
+async def seed_pool(ctx: StageContext, *, synthesize_to: int = 0) -> list[Seed]:
+    """The configured seeds, deduplicated and filtered by language, synthesized up to `synthesize_to`."""
     cfg = ctx.config.seeds
     if cfg.source == "builtin":
         seeds = load_builtin_seeds()
     else:
         seeds = load_seed_file(cfg.source, text_column=cfg.text_column, input_column=cfg.input_column)
     seeds = select_seeds(dedupe_seeds(seeds), None, languages=cfg.languages, rng_seed=ctx.config.seed)
-    if cfg.synthesize_to > len(seeds):
-        seeds = await synthesize_seeds(ctx, seeds, cfg.synthesize_to)
-    seeds = select_seeds(seeds, cfg.limit, rng_seed=ctx.config.seed)
-    rows = [_seed_row(s) for s in seeds]
-    size = ctx.config.shard_size
-    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
-    store.manifest["total_shards"] = len(shards)
-    for index, shard in enumerate(shards):
-        store.write_shard(index, pa.Table.from_pylist(shard, schema=SEED_SCHEMA))
+    if synthesize_to > len(seeds):
+        seeds = await synthesize_seeds(ctx, seeds, synthesize_to)
+    return seeds
 
 
-def plan_row(ctx: StageContext, row: dict) -> dict:
-    tax = ctx.config.taxonomy
-    plan = plan_for_seed(row["seed_id"], ctx.config.seed, tax.count_histogram, tax.weights or None, tax.max_per_dimension)
-    row.update(planned_count=plan.count, planned_dimensions=list(plan.dimensions))
-    return row
+def write_seed_shards(store: StageStore, rows: list[dict], shard_size: int, first_index: int = 0) -> list[int]:
+    """Append `rows` as shards numbered from `first_index`; returns the indices written."""
+    written = []
+    for offset in range(0, len(rows), shard_size):
+        index = first_index + offset // shard_size
+        store.write_shard(index, pa.Table.from_pylist(rows[offset : offset + shard_size], schema=SEED_SCHEMA))
+        written.append(index)
+    return written
+
+
+async def run_seeds(ctx: StageContext, source: StageStore | None, store: StageStore) -> dict:
+    seeds = await seed_pool(ctx, synthesize_to=ctx.config.seeds.synthesize_to)
+    seeds = select_seeds(seeds, ctx.config.seeds.limit, rng_seed=ctx.config.seed)
+    rows = [seed_row(s) for s in seeds]
+    store.manifest["total_shards"] = -(-len(rows) // ctx.config.shard_size)
+    write_seed_shards(store, rows, ctx.config.shard_size)
+    return {}
+
+
+def _settings(config) -> dict:
+    synthesizes = config.seeds.synthesize_to > 0 or config.target.when_seeds_run_out == "synthesize"
+    return {
+        "seeds": config.seeds.model_dump(),
+        "target": config.target.model_dump(),
+        "seed": config.seed,
+        **(model_settings(config) if synthesizes else {}),
+    }
+
+
+STAGE = Stage(
+    name="seeds",
+    reads=None,
+    settings=_settings,
+    fields=tuple(SEED_SCHEMA),
+    whole=run_seeds,
+    uses_llm=lambda config: config.seeds.synthesize_to > 0 or config.target.when_seeds_run_out == "synthesize",
+    description="simple instructions: built-in, a file, or LLM-synthesized",
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,7 +227,7 @@ class IOPOTrainer(Trainer):
         )
         loader = self.accelerator.prepare_data_loader(loader)
         found: list[tuple[str, list[float]]] = []
-        adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else _nullcontext()
+        adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
         with adapter_off:
             for batch in loader:
                 ids = batch.pop("ids")
@@ -244,10 +246,3 @@ class IOPOTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         self._signature_columns = ["input_ids", "attention_mask", "labels", "ref_logps", "ids"]
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

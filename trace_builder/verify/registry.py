@@ -8,16 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trace_builder.taxonomy import DIMENSION_IDS
 from trace_builder.verify.loose import loose_variants
 
-# The 26 TRACE dimensions (reference/TRACE.md §2), by the ids the pipeline uses.
-DIMENSION_IDS = frozenset(
-    """theme exclusion inclusion value privacy numerical role_playing target_audience
-    prior_condition nl_process_background markdown_process_background table_background
-    text_background tone_style emotion linguistic_characteristics multilingual output_format
-    text_pattern grammar_structure citation numbering_list hierarchical_structure template
-    positive_example negative_example""".split()
-)
 
 MODES = ("strict", "loose")
 
