@@ -1,0 +1,210 @@
+"""TRACE-shaped data: plans honoured, rejection sampling, exact quotas at a target size, auditable scores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from tests.conftest import write_config
+from trace_builder.config import load_config
+from trace_builder.pipeline.admission import count_quotas, largest_remainder
+from trace_builder.pipeline.runner import run_pipeline
+from trace_builder.store import read_json, read_parquet_dir
+from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.scripted import ScriptedResponder, respond
+
+ALL = ["seeds", "taxonomy", "expand", "respond", "perturb", "filter"]
+SAMPLED = "{temperature: 0.7}"  # sampled answers: a retry can differ
+
+
+def run(config_path, out, stages=ALL):
+    return asyncio.run(run_pipeline(load_config(config_path), out, list(stages)))
+
+
+def test_largest_remainder_sums_exactly_and_follows_the_histogram():
+    quota = largest_remainder(500, [991, 8003, 26421, 34155, 26327, 13858, 5882, 2185, 999, 464, 8, 20, 20, 8, 4])
+    assert sum(quota.values()) == 500
+    assert quota[4] == 143 and 11 not in quota  # 34155/119345*500 = 143.1; 8/119345*500 rounds away
+
+
+def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
+    target = "{train_rows: 60, eval_rows: 20}"
+    with ScriptedServer(ScriptedResponder(mark_rate=0.85)) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=30, target=target, generation=SAMPLED)
+        summary = run(cfg, tmp_path / "run")
+    config = load_config(cfg)
+    train_quota, eval_quota = count_quotas(config)
+    sft = read_parquet_dir(tmp_path / "run" / "final" / "sft")
+    evals = read_parquet_dir(tmp_path / "run" / "final" / "eval")
+    assert len(sft) == 60 and len(evals) == 20
+    assert dict(Counter(sft["constraint_count"])) == train_quota
+    assert dict(Counter(evals["constraint_count"])) == eval_quota
+    assert not set(sft["id"]) & set(evals["id"])
+
+    seeds = read_parquet_dir(tmp_path / "run" / "seeds")
+    assert seeds["seed_id"].nunique() == 30 and (seeds["use"] > 0).any()  # the 30 seeds were reused, with new plans
+    assert not seeds[["seed_id", "use"]].duplicated().any()
+    manifest = read_json(tmp_path / "run" / "seeds" / "_manifest.json")
+    assert manifest["rounds"] and all(q["usable"] >= q["need"] for q in manifest["quota"].values())
+    assert any(note.startswith("quotas met") for note in summary.notes)
+
+
+def test_a_spent_budget_is_a_reported_shortfall(tmp_path):
+    target = "{train_rows: 60, eval_rows: 0, max_seeds: 20}"
+    with ScriptedServer(respond) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, target=target)
+        summary = run(cfg, tmp_path / "run")
+    assert len(read_parquet_dir(tmp_path / "run" / "seeds")) == 20
+    assert len(read_parquet_dir(tmp_path / "run" / "final" / "sft")) < 60
+    assert any("quota shortfall (the seed budget is spent" in note for note in summary.notes)
+    assert read_json(tmp_path / "run" / "filter" / "_manifest.json")["shortfall"]
+    status = subprocess.run(
+        [sys.executable, "-m", "trace_builder", "status", "--out", str(tmp_path / "run")], capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "quota fill" in status.stdout and "shortfall" in status.stdout
+
+
+def test_structured_instructions_follow_the_plan(tmp_path, scripted_server):
+    cfg = write_config(tmp_path / "c.yaml", scripted_server.base_url, limit=20)
+    run(cfg, tmp_path / "run", ALL[:3])
+    rows = read_parquet_dir(tmp_path / "run" / "expand")
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) > 10
+    for _, row in ok.iterrows():
+        assert list(row["dimensions"]) == list(row["planned_dimensions"])
+        assert row["constraint_count"] == row["planned_count"] == len(row["constraints"])
+
+
+class _OffPlanFirst:
+    """Structure answers that drop the last slot, unless the request already carries a correction."""
+
+    def __init__(self, always: bool):
+        self.always = always
+
+    def __call__(self, task: str, body: dict) -> str:
+        answer = respond(task, body)
+        corrected = any(m["role"] == "assistant" for m in body["messages"])
+        if task == "expand.structure" and (self.always or not corrected):
+            data = json.loads(answer)
+            data["constraints"].pop(str(len(data["constraints"])))
+            return json.dumps(data)
+        return answer
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_an_off_plan_structure_is_asked_again_once_then_fails(tmp_path, always):
+    with ScriptedServer(_OffPlanFirst(always)) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=8)
+        run(cfg, tmp_path / "run", ALL[:3])
+        asked = server.stats_snapshot()["by_task"]["expand.structure"]
+    rows = read_parquet_dir(tmp_path / "run" / "expand")
+    assert asked == 16  # each row: the first answer, then one retry stating the mismatch
+    if always:
+        assert set(rows["reason"]) == {"plan_mismatch"}
+        assert rows["failure_detail"].str.contains("for a plan of").all()
+    else:
+        ok = rows[rows["status"] == "ok"]
+        assert len(ok) >= 6 and (ok["constraint_count"] == ok["planned_count"]).all()
+
+
+def test_rejection_sampling_retries_until_full_marks(tmp_path):
+    with ScriptedServer(ScriptedResponder(mark_rate=0.8)) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=24, generation=SAMPLED)
+        run(cfg, tmp_path / "run", ALL[:4])
+    rows = read_parquet_dir(tmp_path / "run" / "respond")
+    judged = rows[rows["respond_attempts"].notna()]
+    assert (judged["respond_attempts"] > 1).any() and (judged["respond_attempts"] <= 3).all()
+    for _, row in rows[rows["status"] == "ok"].iterrows():
+        assert all(v["score"] == 10 for v in row["judgement"])  # Parquet structs, one per constraint
+    summary = read_json(tmp_path / "run" / "respond" / "_manifest.json")["summary"]
+    assert summary["passed on a later attempt"] > 0
+
+
+def test_strict_groups_need_y2_to_fail_x1(tmp_path, scripted_server):
+    cfg = write_config(tmp_path / "c.yaml", scripted_server.base_url, limit=16, perturb="{strict: true}")
+    run(cfg, tmp_path / "run")
+    rows = read_parquet_dir(tmp_path / "run" / "perturb")
+    kept = rows[rows["iopo_status"] == "ok"]
+    assert len(kept) > 0 and not kept["x1_y2_passes"].any()
+    for attempts in rows["perturb_attempts"].dropna():
+        # ADD keeps all of x1 in x2, so y2 (which meets x2) always meets x1: never a strict group
+        assert all(a["outcome"] != "ok" for a in attempts if a["op"] == "add")
+
+
+def test_final_rows_carry_their_scores(tmp_path, scripted_server):
+    cfg = write_config(tmp_path / "c.yaml", scripted_server.base_url, limit=16)
+    run(cfg, tmp_path / "run")
+    final = tmp_path / "run" / "final"
+    sft = read_parquet_dir(final / "sft")
+    for _, row in sft.iterrows():
+        assert len(row["scores"]) == len(row["constraints"]) == len(row["decided_by"])
+        assert set(row["scores"]) == {10} and set(row["decided_by"]) <= {"code", "llm"}
+    iopo = read_parquet_dir(final / "iopo")
+    assert len(iopo) > 0
+    for _, row in iopo.iterrows():
+        assert set(row["scores_x1_y1"]) == set(row["scores_x2_y2"]) == {10}
+        assert min(row["scores_x2_y1"]) < 10 and len(row["scores_x2_y1"]) == len(row["constraints_2"])
+        assert len(row["scores_x1_y2"]) == len(row["constraints"]) and len(row["decided_by_2"]) == len(row["constraints_2"])
+    dpo = read_parquet_dir(final / "dpo")
+    assert all(min(s) < 10 for s in dpo["scores_rejected"])
+
+
+def test_profiles_follow_the_backend_unless_chosen(tmp_path):
+    assert load_config().profile == "demo"
+    assert load_config(backend_kind="openai").profile == "trace"
+    trace = load_config(backend_kind="openai")
+    assert trace.expand.emit_checks and trace.taxonomy.count_histogram[3] == 34155 and trace.respond.attempts == 3
+    assert load_config(profile="demo", backend_kind="openai").seeds.limit == 3  # chosen explicitly
+    own = tmp_path / "c.yaml"
+    own.write_text("backend: {kind: openai, model: m}\nseeds: {limit: 5}\n")
+    assert load_config(own).profile == "trace" and load_config(own).seeds.limit == 5
+
+
+def test_cli_names_the_profile_first_and_records_it(tmp_path, scripted_server):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "trace_builder", "run", "--base-url", scripted_server.base_url, "--model", "scripted"]
+    done = subprocess.run(
+        [*command, "--out", str(out), "--limit", "4", "--stage", "seeds"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.lstrip().startswith("profile trace:")
+    assert read_json(out / "run.json")["profile"] == "trace"
+
+
+def _shards_done(out, stage: str) -> int:
+    manifest = read_json(out / stage / "_manifest.json") or {}
+    return len(manifest.get("shards", {}))
+
+
+def test_a_killed_target_run_resumes_to_the_same_data(tmp_path):
+    def cli(config, out):
+        return [sys.executable, "-m", "trace_builder", "run", "--config", config, "--out", str(out)]
+
+    target = "{train_rows: 40, eval_rows: 8}"
+    with ScriptedServer(ScriptedResponder(mark_rate=0.85), latency_s=0.02) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=20, shard_size=4, concurrency=8, target=target, generation=SAMPLED)
+        killed = tmp_path / "killed"
+        proc = subprocess.Popen(cli(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while _shards_done(killed, "respond") < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        subprocess.run(cli(cfg, killed), check=True, capture_output=True, timeout=300)
+        clean = tmp_path / "clean"
+        subprocess.run(cli(cfg, clean), check=True, capture_output=True, timeout=300)
+    for name in ("sft", "iopo", "eval"):
+        a = read_parquet_dir(killed / "final" / name).sort_values("id").reset_index(drop=True)
+        b = read_parquet_dir(clean / "final" / name).sort_values("id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b)
+    assert len(read_parquet_dir(killed / "final" / "sft")) == 40
