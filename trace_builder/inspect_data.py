@@ -24,7 +24,9 @@ def load_frame(path: Path) -> pd.DataFrame:
             raise UserError(f"{path} is not a readable Parquet file ({type(exc).__name__}): pass a .parquet file") from None
     if any(path.glob("part-*.parquet")):
         return read_parquet_dir(path)
-    for stage in ("filter", "perturb", "respond", "expand", "taxonomy", "seeds"):
+    from trace_builder.pipeline.registry import STAGE_NAMES
+
+    for stage in reversed(STAGE_NAMES):
         if any((path / stage).glob("part-*.parquet")):
             return read_parquet_dir(path / stage)
     raise UserError(f"{path} holds no Parquet shards: pass a run folder, a stage folder or a Parquet file")

@@ -21,7 +21,7 @@ console = Console(stderr=True)
 
 def _backend_kind(value: Optional[str], flag: str) -> Optional[str]:
     if value is not None and value not in BACKEND_KINDS:
-        raise UserError(f"unknown {flag} {value!r}: use local, openai or vllm")
+        raise UserError(f"unknown {flag} {value!r}: use {', '.join(BACKEND_KINDS)}")
     return value
 
 
