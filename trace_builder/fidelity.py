@@ -81,5 +81,5 @@ def fidelity_report(run_dir: Path) -> dict[str, Any]:
     if mix:
         report["sft"]["type_mix_max_gap"] = round(max(abs(mix.get(t, 0) - s) for t, s in report["trace_type_mix"].items()), 3)
     report["iopo_rows"] = len(read_parquet_dir(run_dir / "final" / "iopo"))
-    report["iopo_yield_by_operation"] = iopo_yield(read_parquet_dir(run_dir / "perturb"))
+    report["iopo_yield_by_operation"] = iopo_yield(read_parquet_dir(run_dir / "perturb", ["perturb_attempts"]))
     return report

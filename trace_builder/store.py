@@ -46,12 +46,12 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def read_parquet_dir(directory: Path) -> pd.DataFrame:
+def read_parquet_dir(directory: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """All part-*.parquet files of a folder, in shard order (empty frame if none)."""
     parts = sorted(Path(directory).glob("part-*.parquet"))
     if not parts:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        return pd.DataFrame(columns=columns)
+    return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
 
 
 def _add(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
@@ -139,5 +139,5 @@ class StageStore:
         self.__init__(self.dir.parent, self.stage)
 
     # -- reads ----------------------------------------------------------------
-    def read(self) -> pd.DataFrame:
-        return read_parquet_dir(self.dir)
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return read_parquet_dir(self.dir, columns)

@@ -128,8 +128,8 @@ class QuotaAdmission(StoredShards):
     # -- measuring and planning ----------------------------------------------------------
     def measure(self) -> dict:
         """Admitted and usable rows per count and per dimension, from the shards on disk."""
-        seeds = self.store.read()
-        done = self.last.read()
+        seeds = self.store.read(["seed_id", "use", "planned_count", "planned_dimensions"])
+        done = self.last.read(["status", "prompt", "constraint_count", "dimensions"])
         admitted = Counter(seeds["planned_count"].astype(int)) if len(seeds) else Counter()
         admitted_dims: Counter = Counter()
         for dims in seeds.get("planned_dimensions", []):
