@@ -48,27 +48,34 @@ def count_quotas(config) -> tuple[dict[int, int], dict[int, int]]:
     )
 
 
-class StoredShards:
-    """The input stage is complete: its shards, in order."""
+class RowSource:
+    """A row chain's input: shards of `store`, yielded as they may be processed.
+
+    This base serves an input stage that is complete: its shards, in order.
+    """
 
     def __init__(self, store: StageStore):
         self.store = store
         self.total_shards = store.manifest.get("total_shards") or 0
         self.total_rows = store.rows_written()
-        self.on_growth: Callable[[int], None] = lambda rows: None
+        self.on_growth: Callable[[int], None] = lambda rows: None  # more rows admitted (progress bars)
+
+    async def prepare(self) -> None:
+        """Work before the first shard (loading a seed pool)."""
 
     async def shards(self) -> AsyncIterator[int]:
         for index in range(self.total_shards):
             yield index
 
     def shard_done(self, index: int) -> None:
-        pass
+        """The last stage of the chain has written shard `index`."""
+
+    def finish(self) -> list[str]:
+        """Close the source; lines for the run summary."""
+        return []
 
 
-RowSource = StoredShards  # the interface: store, total_shards, total_rows, on_growth, shards(), shard_done()
-
-
-class QuotaAdmission(StoredShards):
+class QuotaAdmission(RowSource):
     """Admit seeds with plans for the constraint counts (and dimensions) still short."""
 
     def __init__(self, ctx: StageContext, seeds: StageStore, last: StageStore):
@@ -215,7 +222,7 @@ class QuotaAdmission(StoredShards):
         self.store.manifest["admitted"] = state["seeds"]
         self.store.save()
 
-    def finish(self, elapsed: float) -> list[str]:
+    def finish(self) -> list[str]:
         state = self.measure()
         self._record(state, {})
         short = {c: self.need[c] - state["usable"][c] for c in self._counts() if state["usable"][c] < self.need[c]}

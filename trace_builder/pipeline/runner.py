@@ -17,7 +17,7 @@ from trace_builder.errors import UserError
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.factory import make_backend, preflight
-from trace_builder.pipeline.admission import QuotaAdmission, RowSource, StoredShards
+from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import ChainStage, RowChain
 from trace_builder.pipeline.registry import STAGE_NAMES, STAGES, get_stage, stage_fingerprints, stage_schema, stages_from
@@ -178,9 +178,9 @@ async def _run_chain(
     if admitting:
         source = QuotaAdmission(ctx, stores["seeds"], StageStore(ctx.run_dir, row_stages[-1].name))
         stores["seeds"].begin(fingerprints["seeds"], None)
-        await source.prepare()
     else:
-        source = StoredShards(StageStore(ctx.run_dir, row_stages[0].reads))
+        source = RowSource(StageStore(ctx.run_dir, row_stages[0].reads))
+    await source.prepare()
     for stage in row_stages:
         stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
     # Rows, not requests, are admitted: a row holds one request at a time, so twice the
@@ -204,7 +204,7 @@ async def _run_chain(
         await engine.run(source.shards())
 
     elapsed = time.monotonic() - started
-    notes = source.finish(elapsed) if admitting else []
+    notes = source.finish()
     for stage in row_stages:
         stores[stage.name].manifest["total_shards"] = source.total_shards
         _finish(ctx, stage, stores[stage.name], elapsed)
