@@ -22,9 +22,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.evaluate.runner import evaluate_path
 from trace_builder.evaluate.settings import EvalConfig
+from trace_builder.testing.devserver import ScriptedServer
 
 
 def responder(task: str, body: dict) -> str:

@@ -7,16 +7,18 @@ import json
 import re
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from tests.test_eval_support import known_rows, scripted, scripted_config, write_jsonl
-from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.errors import UserError
 from trace_builder.evaluate.cli import eval_app
-from trace_builder.evaluate.runner import evaluate_path
+from trace_builder.evaluate.runner import check_resumable, evaluate_path
 from trace_builder.judge import judge_response
 from trace_builder.llm.cache import RequestCache
+from trace_builder.store import StageStore
+from trace_builder.testing.devserver import ScriptedServer
 
 
 @pytest.fixture
@@ -113,7 +115,39 @@ def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
     fresh = _run(data, tmp_path / "uninterrupted", config)
     assert outcome.metrics == fresh.metrics
     assert len(list((out / "judgements").glob("part-*.parquet"))) == 4  # 7 items in chunks of 2
+    assert json.loads((out / "items" / "_manifest.json").read_text())["chunk_size"] == 2
     assert list(pd.read_parquet(out / "judgements")["id"]) == list("ABCDEFG")
+
+
+def test_resume_judges_from_stored_predictions(servers, data, tmp_path):
+    """A crash after a shard's answers are stored but before it is judged: the rerun judges from
+    the predictions shard (a failed answer included) and asks the model nothing."""
+    out = tmp_path / "eval"
+    config = scripted_config(servers[0].base_url, servers[1].base_url, concurrency=2, chunk_size=7)
+
+    async def crashing_judge(*args, **kwargs):
+        if "[judge-fail]" in kwargs["description"]:  # item E: crash once every answer is on disk
+            for _ in range(1000):
+                if (out / "predictions" / "part-00000.parquet").exists():
+                    break
+                await asyncio.sleep(0.01)
+            raise RuntimeError("simulated crash")
+        return await judge_response(*args, **kwargs)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(data, out, config, judge_fn=crashing_judge)
+    assert (out / "predictions" / "part-00000.parquet").exists()
+    manifest = json.loads((out / "judgements" / "_manifest.json").read_text())
+    assert manifest["status"] == "partial" and manifest["shards"] == {}
+    model_requests = servers[0].stats_snapshot()["requests"]
+
+    outcome = _run(data, out, config)
+    assert servers[0].stats_snapshot()["requests"] == model_requests  # G's failed answer is read back too
+    assert outcome.stats.items == 7 and outcome.stats.generation_failed == 1 and outcome.stats.judge_failed == 1
+    clean = _run(data, tmp_path / "uninterrupted", config)
+    assert outcome.metrics == clean.metrics
+    for stage in ("predictions", "judgements"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / stage), pd.read_parquet(tmp_path / "uninterrupted" / stage))
 
 
 def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, tmp_path):
@@ -126,11 +160,45 @@ def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, t
     assert _requests(servers) == requests
     other = scripted_config(*urls)
     other.generation.max_tokens = 99
-    with pytest.raises(UserError, match="other data or settings"):
+    with pytest.raises(UserError, match="other data or settings .the model or its sampling differ"):
         _run(data, out, other)
+    rejudged = scripted_config(*urls)
+    rejudged.judging.tokens_per_constraint = 100
+    with pytest.raises(UserError, match="the judge or its settings differ"):
+        _run(data, out, rejudged)
+    with pytest.raises(UserError, match="the items differ"):
+        _run(data, out, scripted_config(*urls, limit=3))
     replaced = _run(data, out, other, fresh=True)
     assert replaced.stats.items == 7
-    assert json.loads((out / "eval.json").read_text())["config"]["generation"]["max_tokens"] == 99
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["generation"]["max_tokens"] == 99
+    for stage in ("items", "predictions", "judgements"):  # the pipeline's stage manifests
+        manifest = json.loads((out / stage / "_manifest.json").read_text())
+        assert manifest["status"] == "done" and manifest["fingerprint"] == run["fingerprints"][stage]
+    judged = json.loads((out / "judgements" / "_manifest.json").read_text())
+    assert judged["failures"] == {"judge_failed:invalid_json": 1}
+    assert judged["usage"]["cache_hits"] == 5 and judged["usage"]["requests"] == 0  # --fresh keeps the cache
+
+
+def test_resume_checks(tmp_path):
+    fingerprints = {"items": "a", "predictions": "b", "judgements": "c"}
+    for name, fingerprint in fingerprints.items():
+        StageStore(tmp_path, name).begin(fingerprint, 1)
+    StageStore(tmp_path, "items").write_shard(0, pa.table({"id": ["x"]}))
+    assert check_resumable(tmp_path, fingerprints, fresh=False) == []
+    # Other items, nothing answered yet: start over without a word.
+    other = {"items": "z", "predictions": "y", "judgements": "w"}
+    assert check_resumable(tmp_path, other, fresh=False) == ["items", "predictions", "judgements"]
+    StageStore(tmp_path, "predictions").write_shard(0, pa.table({"id": ["x"]}))
+    with pytest.raises(UserError, match="the items differ"):
+        check_resumable(tmp_path, other, fresh=False)
+    assert check_resumable(tmp_path, other, fresh=True) == ["items", "predictions", "judgements"]
+    # A folder from before the stage store: results without a manifest.
+    legacy = tmp_path / "legacy"
+    (legacy / "judgements").mkdir(parents=True)
+    (legacy / "judgements" / "part-00000.parquet").write_bytes(b"")
+    with pytest.raises(UserError, match="earlier trace-build"):
+        check_resumable(legacy, fingerprints, fresh=False)
 
 
 def _write_yaml(path, model_url: str, judge_url: str) -> str:
@@ -175,15 +243,15 @@ def test_cli_bad_inputs(tmp_path):
 
 
 def test_our_eval_split_with_check_specs(servers, tmp_path):
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from trace_builder.records import FINAL_SCHEMAS
 
     check = json.dumps({"kind": "keyword_include", "params": {"keywords": ["lighthouse"]}})
     rows = [
-        {"id": "o1", "description": "Write about a lighthouse.", "constraints": ["Mention lighthouse", "Be clear [s=10]"]},
-        {"id": "o2", "description": "Write about a harbour.", "constraints": ["Mention lighthouse", "Be calm [s=9]"]},
+        # The scripted judge LLM scores every constraint ([s=N]); where a check exists, the check decides.
+        {"id": "o1", "description": "Write about a lighthouse.", "constraints": ["Mention lighthouse [s=0]", "Be clear [s=10]"]},
+        {"id": "o2", "description": "Write about a harbour.", "constraints": ["Mention lighthouse [s=10]", "Be calm [s=9]"]},
     ]
     table = pa.Table.from_pylist(
         [
@@ -202,6 +270,7 @@ def test_our_eval_split_with_check_specs(servers, tmp_path):
     assert list(judgements.loc["o1", "decided_by"]) == ["code", "llm"]
     assert list(judgements.loc["o1", "scores"]) == [10, 10]
     assert list(judgements.loc["o2", "scores"]) == [0, 9]
+    assert list(judgements.loc["o1", "llm_scores"]) == [0, 10] and list(judgements.loc["o2", "llm_scores"]) == [10, 9]
     assert (outcome.metrics["overall"]["hits"], outcome.metrics["overall"]["n"]) == (1, 2)
     assert outcome.metrics["by_dimension"]["inclusion"]["csr"]["value"] == pytest.approx(0.5)
     predictions = pd.read_parquet(tmp_path / "eval" / "predictions")

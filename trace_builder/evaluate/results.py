@@ -34,7 +34,7 @@ def item_results(judgements: pd.DataFrame) -> list[ItemResult]:
 
 
 def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
-    """A finished eval folder as a Run (metrics.json plus the names in eval.json)."""
+    """A finished eval folder as a Run (metrics.json plus the names in run.json)."""
     out_dir = Path(out_dir)
     metrics_path = out_dir / METRICS
     if not metrics_path.is_file():
@@ -43,7 +43,8 @@ def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise UserError(f"{metrics_path} is not valid JSON: rerun `trace-build eval` on that folder to rewrite it") from None
-    manifest = read_json(out_dir / "eval.json") or {}
+    # Folders written before eval ran on the stage store keep their names in eval.json.
+    manifest = read_json(out_dir / "run.json") or read_json(out_dir / "eval.json") or {}
     model = manifest.get("model", {})
     judge = manifest.get("judge", {})
     return Run(

@@ -1,9 +1,8 @@
-"""Eval settings: YAML (configs/eval/*.yaml) -> validated pydantic models, and the run's fingerprint."""
+"""Eval settings: YAML (configs/eval/*.yaml) -> validated pydantic models, and the judge prompt's digest."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from pydantic import Field
@@ -61,20 +60,3 @@ def judge_prompt_digest() -> str:
         digest.update(str(path.relative_to(prompts_dir())).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def eval_fingerprint(config: EvalConfig, items_digest: str) -> str:
-    """What the outputs depend on: the items, both models, sampling, judging and the judge prompt.
-
-    Transport (base URLs, concurrency, timeouts) and chunking never change an answer, so
-    they are left out: a rerun against another replica resumes.
-    """
-    payload = {
-        "items": items_digest,
-        "model": {"kind": config.model.kind, "model": config.model.model},
-        "judge": {"kind": config.judge.kind, "model": config.judge.model},
-        "generation": config.generation.model_dump(),
-        "judging": config.judging.model_dump(),
-        "judge_prompt": judge_prompt_digest(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
