@@ -37,15 +37,20 @@ _ITEM_FIELDS = [
     pa.field("checks", _TEXTS),  # JSON check specs aligned with constraints (null entries: none); null: no checks
 ]
 
+# What identifies an item and how it is asked: the first columns of items and predictions alike.
+_ITEM_HEAD = [
+    pa.field("id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("language", pa.string()),
+    pa.field("category", pa.string()),
+    pa.field("constraint_count", pa.int32()),
+    pa.field("system", pa.string()),
+    pa.field("prompt", pa.string()),
+]
+
 ITEM_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("language", pa.string()),
-        pa.field("category", pa.string()),
-        pa.field("constraint_count", pa.int32()),
-        pa.field("system", pa.string()),
-        pa.field("prompt", pa.string()),
+        *_ITEM_HEAD,
         *_ITEM_FIELDS,
         pa.field("reference", pa.string()),
         pa.field("status", pa.string()),  # always ok: the engine carries rows whose status is ok
@@ -55,13 +60,7 @@ ITEM_SCHEMA = pa.schema(
 
 PREDICTION_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("language", pa.string()),
-        pa.field("category", pa.string()),
-        pa.field("constraint_count", pa.int32()),
-        pa.field("system", pa.string()),
-        pa.field("prompt", pa.string()),
+        *_ITEM_HEAD,
         pa.field("response", pa.string()),
         pa.field("status", pa.string()),  # ok | generation_failed
         pa.field("reason", pa.string()),
