@@ -137,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     first_high_s = time.perf_counter() - start
 
     lengths = [len(r) for r in responses]
-    print(f"python {platform.python_version()} on {platform.machine()}, {len(responses)} responses "
-          f"(en+zh, {min(lengths)}..{max(lengths)} chars, median {statistics.median(lengths):.0f})")
-    print(f"import trace_builder.verify: {import_s * 1000:.0f} ms; language detector first use: "
-          f"low-accuracy {first_low_s * 1000:.0f} ms, high-accuracy (short texts) {first_high_s * 1000:.0f} ms")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {len(responses)} responses "
+        f"(en+zh, {min(lengths)}..{max(lengths)} chars, median {statistics.median(lengths):.0f})"
+    )
+    print(
+        f"import trace_builder.verify: {import_s * 1000:.0f} ms; language detector first use: "
+        f"low-accuracy {first_low_s * 1000:.0f} ms, high-accuracy (short texts) {first_high_s * 1000:.0f} ms"
+    )
     print()
     print(f"{'kind':<22} {'strict/s':>10} {'loose/s':>10} {'pass strict':>12} {'pass loose':>11}")
     for spec in specs:
@@ -151,15 +155,23 @@ def main(argv: list[str] | None = None) -> int:
         loose = rate(lambda s=spec: [run_check(s, r, "loose") for r in responses], len(responses), args.seconds)
         passed_strict = sum(run_check(spec, r).passed for r in responses)
         passed_loose = sum(run_check(spec, r, "loose").passed for r in responses)
-        print(f"{spec.kind:<22} {strict:>10,.0f} {loose:>10,.0f} "
-              f"{passed_strict:>7}/{len(responses):<4} {passed_loose:>6}/{len(responses):<4}")
+        print(
+            f"{spec.kind:<22} {strict:>10,.0f} {loose:>10,.0f} "
+            f"{passed_strict:>7}/{len(responses):<4} {passed_loose:>6}/{len(responses):<4}"
+        )
 
     mix = [spec for spec in specs if spec is not None and spec.kind in wanted]
     for mode in ("strict", "loose"):
-        per_s = rate(lambda m=mode: [run_check(s, r, m) for s in mix for r in responses],
-                     len(mix) * len(responses), max(args.seconds * 5, 1.0))
-        print(f"\nmix of {len(mix)} kinds x {len(responses)} responses, {mode}: {per_s:,.0f} checks/s "
-              f"({1e6 / per_s:.0f} us/check)", end="")
+        per_s = rate(
+            lambda m=mode: [run_check(s, r, m) for s in mix for r in responses],
+            len(mix) * len(responses),
+            max(args.seconds * 5, 1.0),
+        )
+        print(
+            f"\nmix of {len(mix)} kinds x {len(responses)} responses, {mode}: {per_s:,.0f} checks/s "
+            f"({1e6 / per_s:.0f} us/check)",
+            end="",
+        )
     print()
     return 0
 

@@ -66,7 +66,9 @@ def served_requests(base_url: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/trace_eval_official.jsonl"))
+    parser.add_argument(
+        "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/trace_eval_official.jsonl")
+    )
     parser.add_argument("--latency", type=float, default=0.5, help="seconds each request takes on the server")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None)
@@ -74,9 +76,11 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    with server_process(args.latency, "scripted") as model_url, server_process(
-        args.latency, "scripted-judge"
-    ) as judge_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        server_process(args.latency, "scripted") as model_url,
+        server_process(args.latency, "scripted-judge") as judge_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         out = Path(args.out or Path(tmp) / "eval")
         backend = {"kind": "openai", "concurrency": args.concurrency, "timeout_s": 60}
         config = EvalConfig.model_validate(

@@ -37,9 +37,9 @@ def run_case(args: argparse.Namespace) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from trace_builder.testing.tiny import build_model, build_tokenizer, synthetic_rows
     from trace_builder.train.config import load_config
     from trace_builder.train.runner import BUILDERS
-    from trace_builder.testing.tiny import build_model, build_tokenizer, synthetic_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,10 +51,22 @@ def run_case(args: argparse.Namespace) -> dict:
     tokenizer = build_tokenizer()
     with tempfile.TemporaryDirectory() as out:
         config = load_config(
-            method, data="-", model="-", output=out, max_steps=total_steps, per_device_train_batch_size=args.batch_size,
-            gradient_accumulation_steps=1, max_length=args.prompt_len + args.response_len + 64, logging_steps=1000,
-            save_steps=10**9, device=args.device, reference=reference, lora=not args.full, warmup_ratio=0.0,
-            gradient_checkpointing=args.gradient_checkpointing, precompute_batch_size=args.batch_size,
+            method,
+            data="-",
+            model="-",
+            output=out,
+            max_steps=total_steps,
+            per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=1,
+            max_length=args.prompt_len + args.response_len + 64,
+            logging_steps=1000,
+            save_steps=10**9,
+            device=args.device,
+            reference=reference,
+            lora=not args.full,
+            warmup_ratio=0.0,
+            gradient_checkpointing=args.gradient_checkpointing,
+            precompute_batch_size=args.batch_size,
         )
         dtype = torch.bfloat16 if config.resolved_bf16() else torch.float32
         model = build_model(args.size, vocab_size=len(tokenizer), dtype=dtype)
@@ -81,12 +93,17 @@ def run_case(args: argparse.Namespace) -> dict:
     peak = torch.cuda.max_memory_allocated() if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     timed_steps = args.steps
     return {
-        "size": args.size, "case": args.case, "device": args.device, "lora": not args.full,
+        "size": args.size,
+        "case": args.case,
+        "device": args.device,
+        "lora": not args.full,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "batch": args.batch_size, "seq_tokens": args.prompt_len + args.response_len,
+        "batch": args.batch_size,
+        "seq_tokens": args.prompt_len + args.response_len,
         "tokens_per_s": round((n1 - n0) / (t1 - t0), 1),
         "examples_per_s": round(args.batch_size * timed_steps / (t1 - t0), 3),
-        "step_s": round((t1 - t0) / timed_steps, 3), "setup_s": round(setup_s, 2),
+        "step_s": round((t1 - t0) / timed_steps, 3),
+        "setup_s": round(setup_s, 2),
         "peak_mem_gib": round(peak / 2**30, 2),
     }
 
@@ -122,25 +139,54 @@ def main() -> None:
         for case in args.cases.split(","):
             if args.full and case.endswith("live-ref"):
                 continue  # an adapter-disabled reference needs LoRA
-            cmd = [sys.executable, __file__, "--case", case, "--size", size, "--device", args.device,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                   "--prompt-len", str(args.prompt_len), "--response-len", str(args.response_len),
-                   "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case",
+                case,
+                "--size",
+                size,
+                "--device",
+                args.device,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--batch-size",
+                str(args.batch_size),
+                "--prompt-len",
+                str(args.prompt_len),
+                "--response-len",
+                str(args.response_len),
+                "--threads",
+                str(args.threads),
+            ]
             if args.full:
                 cmd.append("--full")
             if args.gradient_checkpointing is not None:
                 cmd.append("--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing")
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 result = {"size": size, "case": case, "device": args.device, "error": " | ".join(tail)[:300]}
             else:
-                result = json.loads(lines[-1][len("RESULT "):])
+                result = json.loads(lines[-1][len("RESULT ") :])
             results.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
-    columns = ["size", "case", "params_m", "lora", "batch", "seq_tokens", "tokens_per_s", "examples_per_s",
-               "step_s", "setup_s", "peak_mem_gib"]
+    columns = [
+        "size",
+        "case",
+        "params_m",
+        "lora",
+        "batch",
+        "seq_tokens",
+        "tokens_per_s",
+        "examples_per_s",
+        "step_s",
+        "setup_s",
+        "peak_mem_gib",
+    ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in results:

@@ -30,21 +30,21 @@ def write_config(path, base_url: str, **overrides) -> str:
     """A YAML run config pointing at the scripted server; `overrides` are top-level YAML snippets."""
     text = f"""
 seed: 7
-shard_size: {overrides.pop('shard_size', 8)}
+shard_size: {overrides.pop("shard_size", 8)}
 backend:
   kind: openai
   model: scripted
   base_urls: ["{base_url}"]
-  concurrency: {overrides.pop('concurrency', 16)}
-  timeout_s: {overrides.pop('timeout_s', 30)}
+  concurrency: {overrides.pop("concurrency", 16)}
+  timeout_s: {overrides.pop("timeout_s", 30)}
   max_retries: 4
 generation:
   temperature: 0.0
 seeds:
   source: builtin
-  limit: {overrides.pop('limit', 24)}
+  limit: {overrides.pop("limit", 24)}
 filter:
-  eval_size: {overrides.pop('eval_size', 3)}
+  eval_size: {overrides.pop("eval_size", 3)}
   train_size: null
 """
     for key, value in overrides.items():

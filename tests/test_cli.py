@@ -9,9 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
+from tests.conftest import write_config
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
-from tests.conftest import write_config
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -58,7 +58,8 @@ def test_bad_inputs_get_one_line(tmp_path, finished_run):
     assert_one_line_error(cli("run", "--config", str(wrong)), "backend.concurrency")
     assert_one_line_error(
         cli("run", "--config", config, "--out", str(tmp_path / "r1"), "--seeds", str(tmp_path / "missing.jsonl")),
-        "does not exist", "--seeds",
+        "does not exist",
+        "--seeds",
     )
     seeds = tmp_path / "seeds.csv"
     seeds.write_text("prompt\nWrite a poem.\n")
@@ -67,7 +68,8 @@ def test_bad_inputs_get_one_line(tmp_path, finished_run):
     )
     assert_one_line_error(
         cli("run", "--config", config, "--out", str(tmp_path / "r3"), "--base-url", "http://127.0.0.1:9/v1"),
-        "cannot reach", "--base-url",
+        "cannot reach",
+        "--base-url",
     )
     assert_one_line_error(cli("run", "--backend", "gpt5", "--out", str(tmp_path / "r4")), "unknown backend")
     done = cli("run", "--concurrency", "0", "--out", str(tmp_path / "r5"))
@@ -86,8 +88,19 @@ def test_rejected_api_key(tmp_path):
 def test_replicas_share_the_load(tmp_path):
     with ScriptedServer(respond) as one, ScriptedServer(respond) as two:
         config = write_config(tmp_path / "c.yaml", one.base_url, limit=8)
-        done = cli("run", "--config", config, "--out", str(tmp_path / "run"), "--base-url", one.base_url,
-                   "--base-url", two.base_url, "--model", "scripted")
+        done = cli(
+            "run",
+            "--config",
+            config,
+            "--out",
+            str(tmp_path / "run"),
+            "--base-url",
+            one.base_url,
+            "--base-url",
+            two.base_url,
+            "--model",
+            "scripted",
+        )
         assert done.returncode == 0, done.stderr
         a, b = one.stats_snapshot()["requests"], two.stats_snapshot()["requests"]
     assert a > 0 and b > 0 and 0.25 < a / (a + b) < 0.75
@@ -137,7 +150,9 @@ def _official_path():
 def test_seed_synthesis_reaches_its_target(tmp_path, scripted_server):
     config = tmp_path / "c.yaml"
     write_config(config, scripted_server.base_url, limit=200)
-    config.write_text(config.read_text().replace("  limit: 200\n", "  limit: 200\n  languages: [en]\n  synthesize_to: 140\n"))
+    config.write_text(
+        config.read_text().replace("  limit: 200\n", "  limit: 200\n  languages: [en]\n  synthesize_to: 140\n")
+    )
     done = cli("run", "--stage", "seeds", "--config", str(config), "--out", str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr
     seeds = pd.read_parquet(tmp_path / "run" / "seeds")

@@ -25,7 +25,9 @@ def test_default_run_on_the_embedded_model(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "trace_builder", "run", "--config", str(config), "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     for stage in ("seeds", "taxonomy", "expand", "respond", "perturb", "filter"):

@@ -53,7 +53,9 @@ def test_hand_computed_values():
     assert dims["tone_style"]["csr"]["value"] == pytest.approx(1 / 2)
     assert dims["tone_style"]["type"] == "style"
     assert dims["unknown"]["type"] == "unknown"
-    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(4 / 5)  # a theme 10, b num 9, c inc 10, c num 10, d inc 10
+    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(
+        4 / 5
+    )  # a theme 10, b num 9, c inc 10, c num 10, d inc 10
     assert m["by_type"]["format"]["csr"]["value"] == pytest.approx(1.0)
     assert m["by_type"]["style"]["if"]["value"] == pytest.approx(1 / 2)  # d no, e yes
     assert m["by_language"]["zh"]["value"] == pytest.approx(2 / 3)
@@ -68,7 +70,10 @@ def test_failures_are_not_zeros():
 
 
 def test_intervals_are_seeded_and_bracket_the_value():
-    results = [ItemResult(str(i), ("theme",) * (1 + i % 4), (10,) * (1 + i % 4) if i % 3 else (10, 3, 3, 3)[: 1 + i % 4]) for i in range(300)]
+    results = [
+        ItemResult(str(i), ("theme",) * (1 + i % 4), (10,) * (1 + i % 4) if i % 3 else (10, 3, 3, 3)[: 1 + i % 4])
+        for i in range(300)
+    ]
     first = compute_metrics(results, resamples=500, seed=7)
     assert first == compute_metrics(results, resamples=500, seed=7)
     assert first != compute_metrics(results, resamples=500, seed=8)

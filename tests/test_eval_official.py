@@ -14,8 +14,8 @@ import pytest
 from tests.test_eval_support import OFFICIAL, official_row, write_jsonl
 from trace_builder.errors import UserError
 from trace_builder.evaluate.loading import load_items
-from trace_builder.seeds import detect_language
 from trace_builder.records import FINAL_SCHEMAS, SYSTEM_PROMPT, build_user_prompt
+from trace_builder.seeds import detect_language
 from trace_builder.taxonomy import DIMENSIONS
 
 needs_official = pytest.mark.skipif(not Path(OFFICIAL).is_file(), reason="official TRACE file not present")
@@ -55,7 +55,9 @@ def test_language_detection():
 
 
 def test_official_layout_with_input_and_unknown_label(tmp_path):
-    row = official_row("x", "Summarise.", ["Be brief；", "Use bullets"], ["数值约束", "输入格式约束"], input_text="a\nb")
+    row = official_row(
+        "x", "Summarise.", ["Be brief；", "Use bullets"], ["数值约束", "输入格式约束"], input_text="a\nb"
+    )
     items = load_items(write_jsonl(tmp_path / "o.jsonl", [row]))
     assert items[0].prompt == "Summarise.\n1. Be brief；\n2. Use bullets\n# Inputs:\na\nb\n"
     assert items[0].dimensions == ("numerical", "unknown")

@@ -62,7 +62,11 @@ def test_known_judgements_give_known_metrics(servers, data, tmp_path):
 
     predictions = pd.read_parquet(out / "predictions")
     judgements = pd.read_parquet(out / "judgements")
-    assert sorted(p.name for p in (out / "judgements").glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert sorted(p.name for p in (out / "judgements").glob("part-*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     assert list(predictions["id"]) == list("ABCDEFG")
     assert predictions.set_index("id").loc["A", "prompt"] == known_rows()[0]["messages"][1]["content"]
     by_id = judgements.set_index("id")
@@ -111,7 +115,9 @@ def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
     # G's generation fails, so it is never cached: asked once more unless its chunk (G alone) finished.
     g_again = 0 if "part-00003.parquet" in written else 1
     assert after - before == (cacheable - cached) + g_again
-    assert outcome.stats.skipped_items == sum(len(pd.read_parquet(p)) for p in (out / "judgements").glob("part-*.parquet") if p.name in written)
+    assert outcome.stats.skipped_items == sum(
+        len(pd.read_parquet(p)) for p in (out / "judgements").glob("part-*.parquet") if p.name in written
+    )
     fresh = _run(data, tmp_path / "uninterrupted", config)
     assert outcome.metrics == fresh.metrics
     assert len(list((out / "judgements").glob("part-*.parquet"))) == 4  # 7 items in chunks of 2
@@ -223,7 +229,9 @@ def test_cli_eval_and_compare(servers, data, tmp_path):
         assert result.exit_code == 0, result.output
         assert (tmp_path / name / "metrics.json").is_file()
     assert json.loads((tmp_path / "sft" / "metrics.json").read_text())["items"]["total"] == 4
-    result = runner.invoke(eval_app, ["compare", str(tmp_path / "sft"), str(tmp_path / "dpo"), "--html", str(tmp_path / "cmp.html")])
+    result = runner.invoke(
+        eval_app, ["compare", str(tmp_path / "sft"), str(tmp_path / "dpo"), "--html", str(tmp_path / "cmp.html")]
+    )
     assert result.exit_code == 0, result.output
     assert "IF-S" in result.output and "sft" in result.output and "dpo" in result.output
     page = (tmp_path / "cmp.html").read_text()
@@ -250,12 +258,29 @@ def test_our_eval_split_with_check_specs(servers, tmp_path):
     check = json.dumps({"kind": "keyword_include", "params": {"keywords": ["lighthouse"]}})
     rows = [
         # The scripted judge LLM scores every constraint ([s=N]); where a check exists, the check decides.
-        {"id": "o1", "description": "Write about a lighthouse.", "constraints": ["Mention lighthouse [s=0]", "Be clear [s=10]"]},
-        {"id": "o2", "description": "Write about a harbour.", "constraints": ["Mention lighthouse [s=10]", "Be calm [s=9]"]},
+        {
+            "id": "o1",
+            "description": "Write about a lighthouse.",
+            "constraints": ["Mention lighthouse [s=0]", "Be clear [s=10]"],
+        },
+        {
+            "id": "o2",
+            "description": "Write about a harbour.",
+            "constraints": ["Mention lighthouse [s=10]", "Be calm [s=9]"],
+        },
     ]
     table = pa.Table.from_pylist(
         [
-            dict(r, seed_id="s", language="en", dimensions=["inclusion", "tone_style"], input="NULL", constraint_count=2, prompt="", response="")
+            dict(
+                r,
+                seed_id="s",
+                language="en",
+                dimensions=["inclusion", "tone_style"],
+                input="NULL",
+                constraint_count=2,
+                prompt="",
+                response="",
+            )
             for r in rows
         ],
         schema=FINAL_SCHEMAS["eval"],

@@ -17,7 +17,9 @@ OFFICIAL = os.environ.get(
 _GRADED = re.compile(r"^(\d+)\. .*?\[s=(\d+)\]", re.MULTILINE)
 
 
-def official_row(item_id: str, description: str, constraints: list[str], labels: list[str], input_text: str = "NULL") -> dict:
+def official_row(
+    item_id: str, description: str, constraints: list[str], labels: list[str], input_text: str = "NULL"
+) -> dict:
     """A row laid out like the released TRACE file."""
     splits = [f"{i}. {c}" for i, c in enumerate(constraints, start=1)]
     joined = "\n".join(splits)
@@ -53,8 +55,15 @@ def known_rows() -> list[dict]:
             ["包含约束", "数值约束", "输出格式约束"],
             input_text="tomatoes, basil",
         ),
-        official_row("D", "Write a poem.", ["Mention the moon [s=10]", "Use a formal tone [s=5]"], ["包含约束", "语气风格约束"]),
-        official_row("E", "Summarise [judge-fail] the text.", ["Keep it short [s=10]", "Be polite [s=10]"], ["数值约束", "语气风格约束"]),
+        official_row(
+            "D", "Write a poem.", ["Mention the moon [s=10]", "Use a formal tone [s=5]"], ["包含约束", "语气风格约束"]
+        ),
+        official_row(
+            "E",
+            "Summarise [judge-fail] the text.",
+            ["Keep it short [s=10]", "Be polite [s=10]"],
+            ["数值约束", "语气风格约束"],
+        ),
         official_row("F", "Say nothing [empty].", ["Stay on the topic of silence [s=10]"], ["主题约束"]),
         official_row("G", "Crash [gen-fail] now.", ["Be brief [s=10]", "Be kind [s=10]"], ["数值约束", "情感情绪约束"]),
     ]

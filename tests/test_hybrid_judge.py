@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from trace_builder.config import load_config
-from trace_builder.testing.devserver import ScriptedServer
-from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.testing.scripted import lenient_respond
-from trace_builder.store import read_parquet_dir
 from tests.conftest import write_config
+from trace_builder.config import load_config
+from trace_builder.pipeline.runner import run_pipeline
+from trace_builder.store import read_parquet_dir
+from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.scripted import lenient_respond
 
 
 def test_checker_overrules_a_wrong_llm_score(tmp_path):

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.errors import LLMError
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.openai_backend import OpenAIBackend
+from trace_builder.testing.devserver import Faults, ScriptedServer
 
 
 def test_wire_body_holds_messages_and_schema():
@@ -19,11 +19,18 @@ def test_wire_body_holds_messages_and_schema():
         seen.append((task, body))
         return '{"ok": true}'
 
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
     messages = ({"role": "system", "content": "s"}, {"role": "user", "content": "u"})
     with ScriptedServer(record) as server:
         backend = OpenAIBackend("scripted", [server.base_url], api_key="k")
-        result = asyncio.run(backend.complete(ChatRequest(messages, json_schema=schema, schema_name="Ok", task="t.x", seed=3)))
+        result = asyncio.run(
+            backend.complete(ChatRequest(messages, json_schema=schema, schema_name="Ok", task="t.x", seed=3))
+        )
     assert result.text == '{"ok": true}'
     task, body = seen[0]
     assert task == "t.x"

@@ -8,12 +8,12 @@ import json
 import pandas as pd
 import pytest
 
+from tests.conftest import write_config
 from trace_builder.config import load_config
 from trace_builder.errors import UserError
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.records import FINAL_SCHEMAS
 from trace_builder.store import read_parquet_dir
-from tests.conftest import write_config
 
 
 def run(config_path, out, stages=("seeds", "taxonomy", "expand", "respond", "perturb", "filter"), fresh=False):
@@ -113,8 +113,10 @@ def test_faults_are_retried_or_recorded(tmp_path, faulty_server):
     faults = faulty_server.stats_snapshot()["faults"]
     assert faults.get("429") and faults.get("500") and faults.get("hang") and faults.get("malformed")
     rows = read_parquet_dir(out / "perturb")
-    reasons = set(rows.loc[rows["status"] != "ok", "reason"]) | set(rows["iopo_reason"].dropna()) | set(
-        rows["dpo_reason"].dropna()
+    reasons = (
+        set(rows.loc[rows["status"] != "ok", "reason"])
+        | set(rows["iopo_reason"].dropna())
+        | set(rows["dpo_reason"].dropna())
     )
     # transient faults were retried away; malformed JSON is a recorded, named failure
     assert reasons & {"invalid_json", "schema_mismatch"}

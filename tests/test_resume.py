@@ -11,10 +11,10 @@ import time
 
 import pandas as pd
 
+from tests.conftest import write_config
+from trace_builder.store import read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
-from trace_builder.store import read_parquet_dir
-from tests.conftest import write_config
 
 CONCURRENCY = 8
 

@@ -184,7 +184,10 @@ def test_column_selection_and_language_override(tmp_path):
 
 
 def test_language_column_is_used_and_normalised(tmp_path):
-    rows = [{"text": "Bonjour tout le monde, écris un poème.", "language": "fr-FR"}, {"text": "Write a poem.", "language": ""}]
+    rows = [
+        {"text": "Bonjour tout le monde, écris un poème.", "language": "fr-FR"},
+        {"text": "Write a poem.", "language": ""},
+    ]
     seeds = load_seed_file(write_jsonl(tmp_path / "s.jsonl", rows))
     assert [s.language for s in seeds] == ["fr", "en"]
 
@@ -214,7 +217,9 @@ def test_jsonl_tolerates_blank_lines_crlf_and_line_separator_in_strings(tmp_path
 
 
 def test_official_trace_file_loads_with_description_column(tmp_path):
-    rows = [{"description": "为一首歌曲写一个简短描述", "input": "\"Hotel California\" — 老鹰乐队。", "constraints": "1. x"}]
+    rows = [
+        {"description": "为一首歌曲写一个简短描述", "input": '"Hotel California" — 老鹰乐队。', "constraints": "1. x"}
+    ]
     [seed] = load_seed_file(write_jsonl(tmp_path / "t.jsonl", rows), text_column="description")
     assert seed.language == "zh" and seed.input.startswith('"Hotel')
 
@@ -315,7 +320,9 @@ def test_missing_input_column(tmp_path):
     assert_one_line_error(excinfo, "no input column 'material'", "text", "domain")
 
 
-@pytest.mark.parametrize("suffix,content", [("jsonl", ""), ("jsonl", "\n\n"), ("json", "[]"), ("csv", ""), ("csv", "text\n")])
+@pytest.mark.parametrize(
+    "suffix,content", [("jsonl", ""), ("jsonl", "\n\n"), ("json", "[]"), ("csv", ""), ("csv", "text\n")]
+)
 def test_empty_file(tmp_path, suffix, content):
     path = tmp_path / f"s.{suffix}"
     path.write_text(content, encoding="utf-8")

@@ -68,7 +68,9 @@ def test_a_spent_budget_is_a_reported_shortfall(tmp_path):
     assert any("quota shortfall (the seed budget is spent" in note for note in summary.notes)
     assert read_json(tmp_path / "run" / "filter" / "_manifest.json")["shortfall"]
     status = subprocess.run(
-        [sys.executable, "-m", "trace_builder", "status", "--out", str(tmp_path / "run")], capture_output=True, text=True
+        [sys.executable, "-m", "trace_builder", "status", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
     )
     assert status.returncode == 0 and "quota fill" in status.stdout and "shortfall" in status.stdout
 
@@ -153,7 +155,9 @@ def test_final_rows_carry_their_scores(tmp_path, scripted_server):
     for _, row in iopo.iterrows():
         assert set(row["scores_x1_y1"]) == set(row["scores_x2_y2"]) == {10}
         assert min(row["scores_x2_y1"]) < 10 and len(row["scores_x2_y1"]) == len(row["constraints_2"])
-        assert len(row["scores_x1_y2"]) == len(row["constraints"]) and len(row["decided_by_2"]) == len(row["constraints_2"])
+        assert len(row["scores_x1_y2"]) == len(row["constraints"]) and len(row["decided_by_2"]) == len(
+            row["constraints_2"]
+        )
     dpo = read_parquet_dir(final / "dpo")
     assert all(min(s) < 10 for s in dpo["scores_rejected"])
 
@@ -171,7 +175,16 @@ def test_profiles_follow_the_backend_unless_chosen(tmp_path):
 
 def test_cli_names_the_profile_first_and_records_it(tmp_path, scripted_server):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "trace_builder", "run", "--base-url", scripted_server.base_url, "--model", "scripted"]
+    command = [
+        sys.executable,
+        "-m",
+        "trace_builder",
+        "run",
+        "--base-url",
+        scripted_server.base_url,
+        "--model",
+        "scripted",
+    ]
     done = subprocess.run(
         [*command, "--out", str(out), "--limit", "4", "--stage", "seeds"], capture_output=True, text=True, timeout=120
     )
@@ -191,7 +204,15 @@ def test_a_killed_target_run_resumes_to_the_same_data(tmp_path):
 
     target = "{train_rows: 40, eval_rows: 8}"
     with ScriptedServer(ScriptedResponder(mark_rate=0.85), latency_s=0.02) as server:
-        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=20, shard_size=4, concurrency=8, target=target, generation=SAMPLED)
+        cfg = write_config(
+            tmp_path / "c.yaml",
+            server.base_url,
+            limit=20,
+            shard_size=4,
+            concurrency=8,
+            target=target,
+            generation=SAMPLED,
+        )
         killed = tmp_path / "killed"
         proc = subprocess.Popen(cli(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from trace_builder.train.config import load_config
 from trace_builder.testing.tiny import synthetic_rows, write_dataset
+from trace_builder.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,20 @@ def test_iopo_lora_steps_on_gemma(gemma_dir, tmp_path):
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", rows)
     out = tmp_path / "out"
     config = load_config(
-        "iopo", data=str(data), model="gemma3-270m", output=str(out), max_steps=3, learning_rate=2e-4,
-        per_device_train_batch_size=1, gradient_accumulation_steps=1, logging_steps=1, max_length=96,
-        warmup_ratio=0.0, lr_scheduler_type="constant", device="cpu", logprob_chunk_tokens=64,
+        "iopo",
+        data=str(data),
+        model="gemma3-270m",
+        output=str(out),
+        max_steps=3,
+        learning_rate=2e-4,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        max_length=96,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        device="cpu",
+        logprob_chunk_tokens=64,
     )
     metrics = run_training(config)
 
@@ -44,8 +55,8 @@ def test_iopo_lora_steps_on_gemma(gemma_dir, tmp_path):
 def test_chunked_logps_match_gemma_logits(gemma_dir):
     from transformers import AutoModelForCausalLM
 
-    from trace_builder.train.logprobs import IGNORE_INDEX, naive_sequence_logps
     from trace_builder.train.iopo import group_logps
+    from trace_builder.train.logprobs import IGNORE_INDEX, naive_sequence_logps
 
     model = AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32).eval()
     input_ids = torch.randint(10, 5000, (4, 12))

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from trace_builder.testing.tiny import build_model
 from trace_builder.train.iopo import group_logps
 from trace_builder.train.logprobs import (
     IGNORE_INDEX,
@@ -11,7 +12,6 @@ from trace_builder.train.logprobs import (
     output_projection,
     sequence_logps,
 )
-from trace_builder.testing.tiny import build_model
 
 
 def _case(seed=0, n=5, t=11, h=8, v=37):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from trace_builder.testing.tiny import save_tiny_model, synthetic_rows, write_dataset
 from trace_builder.train.config import load_config
 from trace_builder.train.iopo import IOPOTrainer
 from trace_builder.train.runner import build_iopo_trainer, load_model, load_tokenizer, run_training
-from trace_builder.testing.tiny import save_tiny_model, synthetic_rows, write_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +28,19 @@ def tiny_model(tmp_path_factory):
 
 def _config(method, data, model, output, **extra):
     settings = dict(
-        data=str(data), model=str(model), output=str(output), max_steps=12, learning_rate=5e-3,
-        per_device_train_batch_size=8, gradient_accumulation_steps=1, logging_steps=1, max_length=128,
-        num_train_epochs=1, warmup_ratio=0.0, lr_scheduler_type="constant", device="cpu",
+        data=str(data),
+        model=str(model),
+        output=str(output),
+        max_steps=12,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        max_length=128,
+        num_train_epochs=1,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        device="cpu",
     )
     settings.update(extra)
     return load_config(method, **settings)
@@ -55,7 +65,9 @@ def test_each_method_trains_and_the_loss_goes_down(method, tiny_model, tmp_path)
     assert (out / "merged" / "config.json").is_file()
     if method == "iopo":
         last_step = [r for r in log if "loss" in r][-1]
-        assert {"rewards/x1y1", "margins/pair1", "margins/pair2", "accuracies/pair1", "accuracies/pair2"} <= set(last_step)
+        assert {"rewards/x1y1", "margins/pair1", "margins/pair2", "accuracies/pair1", "accuracies/pair2"} <= set(
+            last_step
+        )
         assert (out / "reference_logps.parquet").is_file()
 
 

@@ -11,7 +11,9 @@ EN_ESSAY = (
     "However, it also raises questions about fairness and privacy. Regulators are paying attention.\n\n"
     "In short, the technology is powerful but needs care."
 )
-ZH_ESSAY = "人工智能正在改变我们的工作方式。它能自动完成重复的任务。\n\n但它也带来了公平和隐私的问题！监管机构正在关注。"
+ZH_ESSAY = (
+    "人工智能正在改变我们的工作方式。它能自动完成重复的任务。\n\n但它也带来了公平和隐私的问题！监管机构正在关注。"
+)
 MARKDOWN_DOC = """# Guide
 
 ## Install
@@ -163,7 +165,12 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ("response_language", {"language": "zh"}, EN_ESSAY, False),
     ("response_language", {"language": "zh"}, ZH_ESSAY, True),
     ("response_language", {"language": "en"}, ZH_ESSAY, False),
-    ("response_language", {"language": "zh"}, "下面是代码：\n```python\nprint('hello world, this is English code')\n```", True),
+    (
+        "response_language",
+        {"language": "zh"},
+        "下面是代码：\n```python\nprint('hello world, this is English code')\n```",
+        True,
+    ),
     ("response_language", {"language": "fr"}, "Le renard brun saute par-dessus le chien paresseux.", True),
     ("response_language", {"language": "en"}, "```\n12345\n```", False),
     # case

@@ -7,8 +7,7 @@ import string
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from trace_builder.verify import KINDS, run_check, validate_spec
-from trace_builder.verify import text
+from trace_builder.verify import KINDS, run_check, text, validate_spec
 from trace_builder.verify.loose import loose_variants
 
 FAST = settings(max_examples=150, deadline=None)
@@ -159,7 +158,7 @@ def test_sample_params_cover_every_kind() -> None:
 
 
 markdownish = st.text(
-    st.sampled_from(list("ab 你好\n#*-|`[]<>《》.,，。!?\"“”0123456789😀P.S:{}")) | st.characters(), max_size=150
+    st.sampled_from(list('ab 你好\n#*-|`[]<>《》.,，。!?"“”0123456789😀P.S:{}')) | st.characters(), max_size=150
 )
 
 

@@ -98,8 +98,26 @@ json_values = st.recursive(
 @given(
     kind=st.sampled_from(sorted(KINDS)) | st.text(max_size=15) | json_values,
     params=st.dictionaries(
-        st.sampled_from(["min", "max", "exact", "keywords", "keyword", "language", "marker", "phrase", "level",
-                         "min_count", "unit", "style", "exact_length", "required_keys", "commas", "x"]),
+        st.sampled_from(
+            [
+                "min",
+                "max",
+                "exact",
+                "keywords",
+                "keyword",
+                "language",
+                "marker",
+                "phrase",
+                "level",
+                "min_count",
+                "unit",
+                "style",
+                "exact_length",
+                "required_keys",
+                "commas",
+                "x",
+            ]
+        ),
         json_values,
         max_size=4,
     )

@@ -28,7 +28,9 @@ print('ok')
 def test_wheel_carries_prompts_configs_and_seeds(tmp_path):
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("trace_build-*.whl"))
@@ -36,7 +38,11 @@ def test_wheel_carries_prompts_configs_and_seeds(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     probe = PROBE.format(root=str(ROOT), site=str(site))
     done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(site)},
     )
     assert done.stdout.strip() == "ok", done.stderr[-2000:]

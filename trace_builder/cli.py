@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -19,7 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-
 console = Console(stderr=True)
 
 
-def _apply_overrides(config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows):
+def _apply_overrides(
+    config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows
+):
     if limit is not None:
         config.seeds.limit = limit
     if seeds is not None:
@@ -51,21 +52,33 @@ def _stage_names() -> tuple[str, ...]:
 
 @app.command()
 def run(
-    stage: str = typer.Option("all", "--stage", help="all, or one stage: seeds, taxonomy, expand, respond, perturb, filter"),
-    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
-    profile: Optional[str] = typer.Option(
-        None, "--profile", help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace"
+    stage: str = typer.Option(
+        "all", "--stage", help="all, or one stage: seeds, taxonomy, expand, respond, perturb, filter"
+    ),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace",
     ),
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
-    seed_column: Optional[str] = typer.Option(None, "--seed-column", help="column of the seed file holding the instruction"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="local | openai | vllm"),
-    base_url: Optional[List[str]] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"),
-    model: Optional[str] = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
-    train_rows: Optional[int] = typer.Option(None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"),
-    eval_rows: Optional[int] = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
+    seeds: Path | None = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
+    seed_column: str | None = typer.Option(
+        None, "--seed-column", help="column of the seed file holding the instruction"
+    ),
+    backend: str | None = typer.Option(None, "--backend", help="local | openai | vllm"),
+    base_url: list[str] | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"
+    ),
+    model: str | None = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
+    train_rows: int | None = typer.Option(
+        None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
+    ),
+    eval_rows: int | None = typer.Option(
+        None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"
+    ),
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
@@ -80,8 +93,16 @@ def run(
         raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
     config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
     config = _apply_overrides(
-        config, limit=limit, seeds=seeds, seed_column=seed_column, backend=backend,
-        base_url=base_url, model=model, concurrency=concurrency, train_rows=train_rows, eval_rows=eval_rows,
+        config,
+        limit=limit,
+        seeds=seeds,
+        seed_column=seed_column,
+        backend=backend,
+        base_url=base_url,
+        model=model,
+        concurrency=concurrency,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
     )
     stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
@@ -112,7 +133,7 @@ def inspect(
     path: Path = typer.Argument(..., help="run folder, stage folder (e.g. runs/x/respond), final dataset or .parquet"),
     limit: int = typer.Option(5, "--limit", min=0, help="rows to print"),
     show_stats: bool = typer.Option(False, "--stats", help="distributions instead of rows"),
-    where: Optional[str] = typer.Option(None, "--where", help="pandas query, e.g. \"status == 'failed'\""),
+    where: str | None = typer.Option(None, "--where", help="pandas query, e.g. \"status == 'failed'\""),
 ) -> None:
     """Print rows of a stage or dataset, or their distributions with --stats."""
     from trace_builder.inspect_data import apply_where, load_frame, stats
@@ -129,7 +150,11 @@ def inspect(
         return
     head = frame.head(limit)
     for record in head.astype(object).where(head.notna(), None).to_dict("records"):
-        print(json.dumps(record, ensure_ascii=False, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+        print(
+            json.dumps(
+                record, ensure_ascii=False, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)
+            )
+        )
 
 
 @app.command()

@@ -188,7 +188,9 @@ def validate_settings(model: type[M], data: dict[str, Any], path: Path | str, wh
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -200,9 +202,7 @@ def choose_profile(explicit: str | None, file_profile: str | None, backend_kind:
     return name
 
 
-def load_config(
-    path: Path | None = None, *, profile: str | None = None, backend_kind: str | None = None
-) -> RunConfig:
+def load_config(path: Path | None = None, *, profile: str | None = None, backend_kind: str | None = None) -> RunConfig:
     """Profile settings, overlaid by the config file at `path`.
 
     `backend_kind` is the backend the command line asks for, if any: it decides the default

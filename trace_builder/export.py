@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -77,7 +77,10 @@ def export_llamafactory(run_dir: Path, dest: Path) -> dict[str, int]:
     written["trace_sft.jsonl"] = _write_jsonl(
         dest / "trace_sft.jsonl",
         (
-            {"conversations": [{"from": "human", "value": r["prompt"]}, {"from": "gpt", "value": r["response"]}], "system": SYSTEM_PROMPT}
+            {
+                "conversations": [{"from": "human", "value": r["prompt"]}, {"from": "gpt", "value": r["response"]}],
+                "system": SYSTEM_PROMPT,
+            }
             for r in sft.to_dict("records")
         ),
     )
@@ -136,12 +139,16 @@ def export_trl(run_dir: Path, dest: Path) -> dict[str, int]:
     written = {}
     sft = _load(run_dir, "sft")
     written["sft.jsonl"] = _write_jsonl(
-        dest / "sft.jsonl", ({"prompt": user(r["prompt"]), "completion": assistant(r["response"])} for r in sft.to_dict("records"))
+        dest / "sft.jsonl",
+        ({"prompt": user(r["prompt"]), "completion": assistant(r["response"])} for r in sft.to_dict("records")),
     )
     dpo = _load(run_dir, "dpo")
     written["dpo.jsonl"] = _write_jsonl(
         dest / "dpo.jsonl",
-        ({"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"])} for r in dpo.to_dict("records")),
+        (
+            {"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"])}
+            for r in dpo.to_dict("records")
+        ),
     )
     return written
 

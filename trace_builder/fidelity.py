@@ -10,7 +10,13 @@ from typing import Any
 import pandas as pd
 
 from trace_builder.store import read_parquet_dir
-from trace_builder.taxonomy import EVAL_COUNT_HISTOGRAM, EVAL_DIMENSION_COUNTS, TRAIN_COUNT_HISTOGRAM, TYPES, dimension_for_label
+from trace_builder.taxonomy import (
+    EVAL_COUNT_HISTOGRAM,
+    EVAL_DIMENSION_COUNTS,
+    TRAIN_COUNT_HISTOGRAM,
+    TYPES,
+    dimension_for_label,
+)
 
 
 def tv_distance(observed: Mapping[int, int], reference: Sequence[float]) -> float | None:
@@ -47,7 +53,9 @@ def iopo_yield(perturb: pd.DataFrame) -> dict[str, dict[str, Any]]:
         for attempt in attempts:
             tried[attempt["op"]] += 1
             kept[attempt["op"]] += attempt["outcome"] == "ok"
-    return {op: {"attempts": tried[op], "kept": kept[op], "yield": round(kept[op] / tried[op], 3)} for op in sorted(tried)}
+    return {
+        op: {"attempts": tried[op], "kept": kept[op], "yield": round(kept[op] / tried[op], 3)} for op in sorted(tried)
+    }
 
 
 def decided_by_check(frame: pd.DataFrame) -> float | None:
@@ -79,7 +87,9 @@ def fidelity_report(run_dir: Path) -> dict[str, Any]:
     report["trace_type_mix"] = {t: round(s, 3) for t, s in trace_type_mix().items()}
     mix = report["sft"]["type_mix"]
     if mix:
-        report["sft"]["type_mix_max_gap"] = round(max(abs(mix.get(t, 0) - s) for t, s in report["trace_type_mix"].items()), 3)
+        report["sft"]["type_mix_max_gap"] = round(
+            max(abs(mix.get(t, 0) - s) for t, s in report["trace_type_mix"].items()), 3
+        )
     report["iopo_rows"] = len(read_parquet_dir(run_dir / "final" / "iopo"))
     report["iopo_yield_by_operation"] = iopo_yield(read_parquet_dir(run_dir / "perturb", ["perturb_attempts"]))
     return report

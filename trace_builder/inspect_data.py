@@ -21,7 +21,9 @@ def load_frame(path: Path) -> pd.DataFrame:
         try:
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a non-Parquet file
-            raise UserError(f"{path} is not a readable Parquet file ({type(exc).__name__}): pass a .parquet file") from None
+            raise UserError(
+                f"{path} is not a readable Parquet file ({type(exc).__name__}): pass a .parquet file"
+            ) from None
     if any(path.glob("part-*.parquet")):
         return read_parquet_dir(path)
     from trace_builder.pipeline.registry import STAGE_NAMES
@@ -38,7 +40,9 @@ def apply_where(frame: pd.DataFrame, where: str | None) -> pd.DataFrame:
     try:
         return frame.query(where, engine="python")
     except Exception as exc:
-        raise UserError(f"--where {where!r} is not a valid filter ({exc}); use pandas query syntax, e.g. \"status == 'failed'\"") from None
+        raise UserError(
+            f"--where {where!r} is not a valid filter ({exc}); use pandas query syntax, e.g. \"status == 'failed'\""
+        ) from None
 
 
 def _counter_of_lists(series: pd.Series) -> Counter:

@@ -15,6 +15,7 @@ from trace_builder.prompts import render_messages
 from trace_builder.records import FULL_MARKS
 from trace_builder.verify import run_check, validate_spec
 
+
 class ConstraintScore(BaseModel):
     # Bounded, so grammar-constrained decoders cannot loop on digits (seen: "index": 1000000...).
     index: int = Field(ge=1, le=40, description="1-based number of the constraint")
@@ -48,7 +49,11 @@ class ConstraintVerdict:
     @property
     def disputed(self) -> bool:
         """A check and the LLM disagree on pass/fail (the check wins)."""
-        return self.decided_by == "code" and self.llm_score is not None and (self.llm_score == FULL_MARKS) != (self.score == FULL_MARKS)
+        return (
+            self.decided_by == "code"
+            and self.llm_score is not None
+            and (self.llm_score == FULL_MARKS) != (self.score == FULL_MARKS)
+        )
 
 
 @dataclass

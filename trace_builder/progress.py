@@ -29,7 +29,7 @@ class PipelineProgress:
         )
         self._bars: list[StageBar] = []
 
-    def __enter__(self) -> "PipelineProgress":
+    def __enter__(self) -> PipelineProgress:
         self._progress.start()
         return self
 
@@ -38,7 +38,7 @@ class PipelineProgress:
             bar.refresh(force=True)
         self._progress.stop()
 
-    def stage(self, name: str, total: int, completed: int = 0) -> "StageBar":
+    def stage(self, name: str, total: int, completed: int = 0) -> StageBar:
         """A bar for `name`; `completed` rows were done by an earlier, interrupted run."""
         task = self._progress.add_task(name, total=total, completed=completed, rate="-", tokens="-", failed=0)
         bar = StageBar(self._progress, task, name, self.client, total)

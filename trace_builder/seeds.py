@@ -134,7 +134,7 @@ def _parse_jsonl(lines: Iterable[str], where: str) -> list[dict[str, Any]]:
             ) from None
         if not isinstance(row, dict):
             raise UserError(
-                f"{where} line {number} holds a JSON {type(row).__name__}, not an object; write one object per line, e.g. {{\"text\": \"...\"}}"
+                f'{where} line {number} holds a JSON {type(row).__name__}, not an object; write one object per line, e.g. {{"text": "..."}}'
             )
         rows.append(row)
     return rows
@@ -149,7 +149,7 @@ def _parse_json(text: str, where: str) -> list[dict[str, Any]]:
         ) from None
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise UserError(
-            f"{where} must hold a JSON list of objects, e.g. [{{\"text\": \"...\"}}]; rewrite it in that shape or as JSONL"
+            f'{where} must hold a JSON list of objects, e.g. [{{"text": "..."}}]; rewrite it in that shape or as JSONL'
         )
     return data
 
@@ -165,7 +165,9 @@ def _parse_csv(text: str, where: str) -> list[dict[str, Any]]:
                 )
             rows.append(row)
     except csv.Error as exc:
-        raise UserError(f"{where} line {reader.line_num} is malformed CSV ({exc}); fix the quoting on that line") from None
+        raise UserError(
+            f"{where} line {reader.line_num} is malformed CSV ({exc}); fix the quoting on that line"
+        ) from None
     return rows
 
 
@@ -189,7 +191,9 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         return pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"seed file {path} is not a readable Parquet file ({reason}); re-export it as Parquet, JSONL or CSV") from None
+        raise UserError(
+            f"seed file {path} is not a readable Parquet file ({reason}); re-export it as Parquet, JSONL or CSV"
+        ) from None
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -246,7 +250,9 @@ def load_seed_file(
         )
     seeds = seeds_from_rows(rows, str(path), text_column, input_column, language)
     if not seeds:
-        raise UserError(f"seed file {path} has only blank values in column {text_column!r}; fill it in or choose another column with --seed-column")
+        raise UserError(
+            f"seed file {path} has only blank values in column {text_column!r}; fill it in or choose another column with --seed-column"
+        )
     return seeds
 
 

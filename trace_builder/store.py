@@ -123,8 +123,11 @@ class StageStore:
         for task, counts in (usage_by_task or {}).items():
             by_task[task] = _add(by_task.get(task, {}), counts)
         self.manifest.update(
-            status=status, usage=_add(self.manifest.get("usage") or {}, usage), usage_by_task=by_task,
-            finished=time.time(), **extra,
+            status=status,
+            usage=_add(self.manifest.get("usage") or {}, usage),
+            usage_by_task=by_task,
+            finished=time.time(),
+            **extra,
         )
         self.manifest["elapsed_s"] = round(self.manifest.get("elapsed_s", 0.0) + elapsed_s, 3)
         self.save()

@@ -65,7 +65,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
         type="content",
         label_en="Inclusion Constraint",
         label_zh="包含约束",
-        description_en="Requires named content or keywords to appear in the answer. Example: 'Mention the words \"harbor\" and \"lantern\" at least once.'",
+        description_en='Requires named content or keywords to appear in the answer. Example: \'Mention the words "harbor" and "lantern" at least once.\'',
         description_zh="要求回答中必须包含指定的内容或关键词。例如：“文中至少出现一次“灯塔”和“潮汐”。”",
         guidance_en="List the specific keywords, facts or elements that must appear, and say how often or where when it matters.",
         guidance_zh="列出必须出现的具体关键词、事实或要素，必要时说明出现的次数或位置。",
@@ -233,7 +233,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
         type="format",
         label_en="Output Format Constraint",
         label_zh="输出格式约束",
-        description_en="Sets a machine-readable or markup format: JSON, table, HTML, LaTeX, Markdown. Example: 'Return a JSON object with the keys \"title\" and \"steps\".'",
+        description_en='Sets a machine-readable or markup format: JSON, table, HTML, LaTeX, Markdown. Example: \'Return a JSON object with the keys "title" and "steps".\'',
         description_zh="规定输出采用 JSON、表格、HTML、LaTeX、Markdown 等格式。例如：“以包含 title 和 steps 两个字段的 JSON 对象输出。”",
         guidance_en="Name the format and, where it matters, its fields or columns, so the answer can be checked by parsing it.",
         guidance_zh="指明格式，必要时写出字段或列名，使回答可以通过解析来检验。",
@@ -352,9 +352,7 @@ def get_dimension(id_: str) -> Dimension:
     try:
         return _BY_ID[id_]
     except KeyError:
-        raise KeyError(
-            f"unknown constraint dimension {id_!r}; known ids: {', '.join(_BY_ID)}"
-        ) from None
+        raise KeyError(f"unknown constraint dimension {id_!r}; known ids: {', '.join(_BY_ID)}") from None
 
 
 _LABEL_NOISE = re.compile(r"[\s_\-]+")
@@ -464,7 +462,7 @@ def sample_constraint_plan(
 
 def plan_rng(seed_id: str, run_seed: int) -> random.Random:
     """A generator private to one seed, so its plan does not depend on the order seeds are processed in."""
-    digest = hashlib.sha256(f"trace-plan\x00{run_seed}\x00{seed_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"trace-plan\x00{run_seed}\x00{seed_id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 

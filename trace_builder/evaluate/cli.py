@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -19,7 +18,7 @@ eval_app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _backend_kind(value: Optional[str], flag: str) -> Optional[str]:
+def _backend_kind(value: str | None, flag: str) -> str | None:
     if value is not None and value not in BACKEND_KINDS:
         raise UserError(f"unknown {flag} {value!r}: use {', '.join(BACKEND_KINDS)}")
     return value
@@ -28,16 +27,16 @@ def _backend_kind(value: Optional[str], flag: str) -> Optional[str]:
 def apply_overrides(
     config,
     *,
-    model: Optional[str] = None,
-    backend: Optional[str] = None,
-    base_url: Optional[List[str]] = None,
-    judge_model: Optional[str] = None,
-    judge_backend: Optional[str] = None,
-    judge_base_url: Optional[List[str]] = None,
-    concurrency: Optional[int] = None,
-    limit: Optional[int] = None,
-    sample: Optional[int] = None,
-    max_tokens: Optional[int] = None,
+    model: str | None = None,
+    backend: str | None = None,
+    base_url: list[str] | None = None,
+    judge_model: str | None = None,
+    judge_backend: str | None = None,
+    judge_base_url: list[str] | None = None,
+    concurrency: int | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    max_tokens: int | None = None,
 ):
     """Flags over the YAML config. A base URL without a backend flag means an OpenAI-compatible server."""
     for target, kind, url, name in (
@@ -66,26 +65,42 @@ def apply_overrides(
 @eval_app.callback(invoke_without_command=True)
 def eval_command(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="official TRACE JSONL, or our final/eval Parquet (file or folder)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for predictions, judgements, metrics.json and reports"),
-    model: Optional[str] = typer.Option(None, "--model", help="model under test: served name (openai/vllm) or local path / gemma3-270m"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="backend of the model under test: local | openai | vllm"),
-    base_url: Optional[List[str]] = typer.Option(None, "--base-url", help="OpenAI-compatible server of the model (repeat for replicas)"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name or path"),
-    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="judge backend: local | openai | vllm"),
-    judge_base_url: Optional[List[str]] = typer.Option(None, "--judge-base-url", help="OpenAI-compatible server of the judge (repeatable)"),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight per backend (default 64)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N items"),
-    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="evaluate N items stratified by constraint count"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="answer length limit of the model under test"),
-    config_path: Optional[Path] = typer.Option(None, "--config", help="eval YAML (default: configs/eval/default.yaml)"),
+    data: Path | None = typer.Option(
+        None, "--data", help="official TRACE JSONL, or our final/eval Parquet (file or folder)"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="folder for predictions, judgements, metrics.json and reports"),
+    model: str | None = typer.Option(
+        None, "--model", help="model under test: served name (openai/vllm) or local path / gemma3-270m"
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="backend of the model under test: local | openai | vllm"
+    ),
+    base_url: list[str] | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server of the model (repeat for replicas)"
+    ),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="judge model name or path"),
+    judge_backend: str | None = typer.Option(None, "--judge-backend", help="judge backend: local | openai | vllm"),
+    judge_base_url: list[str] | None = typer.Option(
+        None, "--judge-base-url", help="OpenAI-compatible server of the judge (repeatable)"
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", min=1, help="requests in flight per backend (default 64)"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="evaluate only the first N items"),
+    sample: int | None = typer.Option(None, "--sample", min=1, help="evaluate N items stratified by constraint count"),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", min=1, help="answer length limit of the model under test"
+    ),
+    config_path: Path | None = typer.Option(None, "--config", help="eval YAML (default: configs/eval/default.yaml)"),
     fresh: bool = typer.Option(False, "--fresh", help="discard this folder's earlier results (keeps the LLM cache)"),
 ) -> None:
     """Generate with the model under test, judge every constraint 0..10, report IF-S / IF-M with 95% CIs."""
     if ctx.invoked_subcommand is not None:
         return
     if data is None or out is None:
-        raise UserError("trace-build eval needs --data PATH and --out DIR (or the subcommand: trace-build eval compare DIR DIR ...)")
+        raise UserError(
+            "trace-build eval needs --data PATH and --out DIR (or the subcommand: trace-build eval compare DIR DIR ...)"
+        )
     from trace_builder.evaluate.runner import evaluate_path
     from trace_builder.evaluate.settings import load_eval_config
 
@@ -125,8 +140,8 @@ def _print_summary(outcome, out: Path) -> None:
 
 @eval_app.command("compare")
 def compare_command(
-    folders: List[Path] = typer.Argument(..., help="eval folders written by `trace-build eval --out`"),
-    html: Optional[Path] = typer.Option(None, "--html", help="also write the comparison as a self-contained HTML page"),
+    folders: list[Path] = typer.Argument(..., help="eval folders written by `trace-build eval --out`"),
+    html: Path | None = typer.Option(None, "--html", help="also write the comparison as a self-contained HTML page"),
 ) -> None:
     """Put several eval runs side by side (e.g. SFT vs DPO vs IOPO)."""
     from trace_builder.evaluate.compare import comparison_table, load_runs, render_comparison_html

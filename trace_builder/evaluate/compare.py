@@ -48,7 +48,10 @@ def comparison_rows(runs: Sequence[Run]) -> list[list[str]]:
     rows = [[label] + [_cell(r.metrics[key]) for r in runs] for key, label in HEADLINE]
     rows.append(
         ["mean score"]
-        + [f"{r.metrics['mean_score']['value']:.2f}" if r.metrics["mean_score"]["value"] is not None else "–" for r in runs]
+        + [
+            f"{r.metrics['mean_score']['value']:.2f}" if r.metrics["mean_score"]["value"] is not None else "–"
+            for r in runs
+        ]
     )
     rows.append(["judged / total"] + [f"{r.metrics['items']['judged']}/{r.metrics['items']['total']}" for r in runs])
 
@@ -63,7 +66,9 @@ def comparison_rows(runs: Sequence[Run]) -> list[list[str]]:
     for c in sorted(keys("by_count"), key=int):
         rows.append([f"IF C={c}"] + [_cell(r.metrics["by_count"].get(c)) for r in runs])
     for d in keys("by_dimension"):
-        rows.append([f"CSR {dimension_label(d)}"] + [_cell(r.metrics["by_dimension"].get(d, {}).get("csr")) for r in runs])
+        rows.append(
+            [f"CSR {dimension_label(d)}"] + [_cell(r.metrics["by_dimension"].get(d, {}).get("csr")) for r in runs]
+        )
     return rows
 
 
@@ -80,7 +85,10 @@ def comparison_table(runs: Sequence[Run]) -> Table:
 def render_comparison_html(runs: Sequence[Run]) -> str:
     facts = html_table(
         ["run", "model under test", "judge", "data", "judged / total"],
-        [[r.name, r.model, r.judge, r.data, f"{r.metrics['items']['judged']}/{r.metrics['items']['total']}"] for r in runs],
+        [
+            [r.name, r.model, r.judge, r.data, f"{r.metrics['items']['judged']}/{r.metrics['items']['total']}"]
+            for r in runs
+        ],
     )
     body = [
         "<h1>TRACE evaluation: comparison</h1>",
@@ -93,5 +101,8 @@ def render_comparison_html(runs: Sequence[Run]) -> str:
     ]
     judges = {r.judge for r in runs}
     if len(judges) > 1:
-        body.insert(1, '<p class="note"><b>Note:</b> these runs were scored by different judges; their rates are not directly comparable.</p>')
+        body.insert(
+            1,
+            '<p class="note"><b>Note:</b> these runs were scored by different judges; their rates are not directly comparable.</p>',
+        )
     return html_page("TRACE evaluation: comparison", "\n".join(body))

@@ -36,11 +36,15 @@ def _read_parquet(files: list[Path]) -> pa.Table:
         try:
             tables.append(pq.read_table(file))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{file} is not a readable Parquet file ({str(exc)[:80]}): pass our final/eval Parquet") from None
+            raise UserError(
+                f"{file} is not a readable Parquet file ({str(exc)[:80]}): pass our final/eval Parquet"
+            ) from None
     try:
         return pa.concat_tables(tables, promote_options="default")
     except pa.ArrowInvalid:
-        raise UserError(f"the Parquet files under {files[0].parent} have different columns: pass one eval split") from None
+        raise UserError(
+            f"the Parquet files under {files[0].parent} have different columns: pass one eval split"
+        ) from None
 
 
 def _dimension_id(value: str) -> str:
@@ -81,7 +85,9 @@ def load_ours(path: Path) -> list[EvalItem]:
         if not constraints:
             raise UserError(f"{path}: row {row['id']!r} has no constraints: every eval item needs at least one")
         if len(dimensions) != len(constraints):
-            raise UserError(f"{path}: row {row['id']!r} has {len(constraints)} constraints but {len(dimensions)} dimensions")
+            raise UserError(
+                f"{path}: row {row['id']!r} has {len(constraints)} constraints but {len(dimensions)} dimensions"
+            )
         item_id = str(row["id"])
         if item_id in seen:
             raise UserError(f"{path}: id {item_id!r} occurs twice: ids must be unique")
@@ -127,7 +133,9 @@ def load_items(path: Path | str, limit: int | None = None, sample: int | None = 
     elif path.is_dir() or path.suffix.lower() == ".parquet":
         items = load_ours(path)
     else:
-        raise UserError(f"{path} is neither a .jsonl nor a .parquet file: pass the official TRACE JSONL or our final/eval Parquet")
+        raise UserError(
+            f"{path} is neither a .jsonl nor a .parquet file: pass the official TRACE JSONL or our final/eval Parquet"
+        )
     if sample is not None:
         items = sample_items(items, sample)
     return items[:limit] if limit is not None else items

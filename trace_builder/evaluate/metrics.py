@@ -93,7 +93,7 @@ def ratio_estimates(
             continue
         column = ratios[:, j]
         column = column[~np.isnan(column)]
-        low, high = (np.percentile(column, [tail, 100 - tail]) if column.size else (np.nan, np.nan))
+        low, high = np.percentile(column, [tail, 100 - tail]) if column.size else (np.nan, np.nan)
         out.append(
             {
                 "value": float(hits[j] / totals[j]),
@@ -165,14 +165,18 @@ def compute_metrics(
     constraint_totals = np.array([float(r.constraint_count) for r in judged])
 
     names = list(item_groups) + list(constraint_groups) + ["mean_score"]
-    numerators = np.column_stack(
-        [followed * g for g in item_groups.values()]
-        + [h for h, _ in constraint_groups.values()]
-        + [score_sums]
-    ) if n else np.zeros((0, len(names)))
-    denominators = np.column_stack(
-        list(item_groups.values()) + [t for _, t in constraint_groups.values()] + [constraint_totals]
-    ) if n else np.zeros((0, len(names)))
+    numerators = (
+        np.column_stack(
+            [followed * g for g in item_groups.values()] + [h for h, _ in constraint_groups.values()] + [score_sums]
+        )
+        if n
+        else np.zeros((0, len(names)))
+    )
+    denominators = (
+        np.column_stack(list(item_groups.values()) + [t for _, t in constraint_groups.values()] + [constraint_totals])
+        if n
+        else np.zeros((0, len(names)))
+    )
     weights = bootstrap_weights(n, resamples, seed)
     estimates = dict(zip(names, ratio_estimates(numerators, denominators, weights, confidence)))
     est = {k: _as_counts(v) for k, v in estimates.items() if k != "mean_score"}
@@ -199,5 +203,10 @@ def compute_metrics(
             d: {"type": dimension_type(d), "csr": est[f"dim_csr:{d}"], "if": est[f"dim_if:{d}"]} for d in dimensions
         },
         "by_type": {t: {"csr": est[f"type_csr:{t}"], "if": est[f"type_if:{t}"]} for t in types},
-        "bootstrap": {"resamples": resamples, "seed": seed, "confidence": confidence, "method": "percentile, items resampled"},
+        "bootstrap": {
+            "resamples": resamples,
+            "seed": seed,
+            "confidence": confidence,
+            "method": "percentile, items resampled",
+        },
     }

@@ -8,8 +8,8 @@ from typing import Any
 
 from trace_builder.errors import UserError
 from trace_builder.evaluate.items import UNKNOWN_DIMENSION, EvalItem
-from trace_builder.seeds import detect_language
 from trace_builder.records import NULL_INPUT, SYSTEM_PROMPT, strip_numbering
+from trace_builder.seeds import detect_language
 from trace_builder.taxonomy import dimension_for_label
 
 OFFICIAL_FIELDS = (
@@ -51,7 +51,9 @@ def item_from_official(row: dict[str, Any], where: str) -> EvalItem:
     """One official row as an EvalItem; a malformed row is a UserError naming its line."""
     missing = [name for name in OFFICIAL_FIELDS if name not in row]
     if missing:
-        raise UserError(f"{where}: missing field(s) {', '.join(missing)}: the official TRACE layout needs {', '.join(OFFICIAL_FIELDS)}")
+        raise UserError(
+            f"{where}: missing field(s) {', '.join(missing)}: the official TRACE layout needs {', '.join(OFFICIAL_FIELDS)}"
+        )
     splits, labels = row["constraints_splits"], row["levels2"]
     if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits) or not splits:
         raise UserError(f"{where}: constraints_splits must be a non-empty list of strings")
@@ -62,7 +64,12 @@ def item_from_official(row: dict[str, Any], where: str) -> EvalItem:
             raise UserError(f"{where}: field {name} must be a string")
     messages = row["messages"]
     system = SYSTEM_PROMPT
-    if isinstance(messages, list) and messages and isinstance(messages[0], dict) and messages[0].get("role") == "system":
+    if (
+        isinstance(messages, list)
+        and messages
+        and isinstance(messages[0], dict)
+        and messages[0].get("role") == "system"
+    ):
         system = str(messages[0].get("content", SYSTEM_PROMPT))
     plain = tuple(strip_numbering(s) for s in splits)
     return EvalItem(
@@ -89,7 +96,9 @@ def read_official_rows(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not valid JSON: pass the official TRACE JSONL file (one object per line)") from None
+                raise UserError(
+                    f"{path}:{number} is not valid JSON: pass the official TRACE JSONL file (one object per line)"
+                ) from None
     return rows
 
 

@@ -49,12 +49,17 @@ def dimension_label(dimension: str) -> str:
 
 
 def headline_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    rows = [[label, pct(metrics[key]), ci(metrics[key]), f"{metrics[key]['hits']}/{metrics[key]['n']}"] for key, label in HEADLINE]
+    rows = [
+        [label, pct(metrics[key]), ci(metrics[key]), f"{metrics[key]['hits']}/{metrics[key]['n']}"]
+        for key, label in HEADLINE
+    ]
     mean = metrics["mean_score"]
     if mean.get("value") is None:
         rows.append(["mean score (0-10)", "–", "–", str(mean["n"])])
     else:
-        rows.append(["mean score (0-10)", f"{mean['value']:.2f}", f"[{mean['low']:.2f}, {mean['high']:.2f}]", str(mean["n"])])
+        rows.append(
+            ["mean score (0-10)", f"{mean['value']:.2f}", f"[{mean['low']:.2f}, {mean['high']:.2f}]", str(mean["n"])]
+        )
     return rows
 
 
@@ -71,7 +76,15 @@ def type_rows(metrics: dict[str, Any]) -> list[list[str]]:
 
 def dimension_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return [
-        [v["type"], dimension_label(d), pct(v["csr"]), ci(v["csr"]), str(v["csr"]["n"]), pct(v["if"]), str(v["if"]["n"])]
+        [
+            v["type"],
+            dimension_label(d),
+            pct(v["csr"]),
+            ci(v["csr"]),
+            str(v["csr"]["n"]),
+            pct(v["if"]),
+            str(v["if"]["n"]),
+        ]
         for d, v in metrics["by_dimension"].items()
     ]
 
@@ -124,10 +137,16 @@ def render_markdown(run: Run) -> str:
         markdown_table(["type", "CSR %", "95% CI", "constraints", "IF % (items with the type)", "items"], type_rows(m)),
         "",
         "## By dimension",
-        markdown_table(["type", "dimension", "CSR %", "95% CI", "constraints", "IF % (items with it)", "items"], dimension_rows(m)),
+        markdown_table(
+            ["type", "dimension", "CSR %", "95% CI", "constraints", "IF % (items with it)", "items"], dimension_rows(m)
+        ),
     ]
     if m["items"]["failure_reasons"]:
-        parts += ["", "## Failures (excluded from the rates)", markdown_table(["status:reason", "items"], failure_rows(m))]
+        parts += [
+            "",
+            "## Failures (excluded from the rates)",
+            markdown_table(["status:reason", "items"], failure_rows(m)),
+        ]
     return "\n".join(p for p in parts if p is not None).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -211,9 +230,11 @@ def bar_chart_svg(
                 continue
             color = PALETTE[s % len(PALETTE)]
             value, low, high = rate["value"], rate.get("low"), rate.get("high")
-            tip = f"{name}: {category} {100 * value:.1f}%" + (
-                f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else ""
-            ) + f" (n={rate.get('n')})"
+            tip = (
+                f"{name}: {category} {100 * value:.1f}%"
+                + (f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else "")
+                + f" (n={rate.get('n')})"
+            )
             offset = start + s * bar
             if horizontal:
                 y = top + offset
@@ -303,7 +324,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def html_page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
 
@@ -330,7 +351,9 @@ def render_html(run: Run) -> str:
         html_table(["type", "CSR %", "95% CI", "constraints", "IF % (items with the type)", "items"], type_rows(m)),
         "<h2>By dimension</h2>",
         dimension_chart([run]),
-        html_table(["type", "dimension", "CSR %", "95% CI", "constraints", "IF % (items with it)", "items"], dimension_rows(m)),
+        html_table(
+            ["type", "dimension", "CSR %", "95% CI", "constraints", "IF % (items with it)", "items"], dimension_rows(m)
+        ),
     ]
     if m["items"]["failure_reasons"]:
         body += ["<h2>Failures (excluded from the rates)</h2>", html_table(["status:reason", "items"], failure_rows(m))]

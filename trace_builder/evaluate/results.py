@@ -42,7 +42,9 @@ def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
     try:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
-        raise UserError(f"{metrics_path} is not valid JSON: rerun `trace-build eval` on that folder to rewrite it") from None
+        raise UserError(
+            f"{metrics_path} is not valid JSON: rerun `trace-build eval` on that folder to rewrite it"
+        ) from None
     # Folders written before eval ran on the stage store keep their names in eval.json.
     manifest = read_json(out_dir / "run.json") or read_json(out_dir / "eval.json") or {}
     model = manifest.get("model", {})

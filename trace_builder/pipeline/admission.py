@@ -83,7 +83,9 @@ class QuotaAdmission(RowSource):
         self.ctx, self.last = ctx, last
         self.train_quota, self.eval_quota = count_quotas(ctx.config)
         margin = 1 + ctx.config.target.margin
-        self.need = {c: math.ceil((self.train_quota.get(c, 0) + self.eval_quota.get(c, 0)) * margin) for c in self._counts()}
+        self.need = {
+            c: math.ceil((self.train_quota.get(c, 0) + self.eval_quota.get(c, 0)) * margin) for c in self._counts()
+        }
         self.pool: list[Seed] = []
         self._pending: set[int] = set()
         self._idle: asyncio.Event | None = None
@@ -149,8 +151,14 @@ class QuotaAdmission(RowSource):
             usable.update(ok["constraint_count"].astype(int))
             for dims in ok["dimensions"]:
                 usable_dims.update(list(dims))
-        return {"admitted": admitted, "usable": usable, "admitted_dims": admitted_dims, "usable_dims": usable_dims,
-                "seeds": len(seeds), "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else []}
+        return {
+            "admitted": admitted,
+            "usable": usable,
+            "admitted_dims": admitted_dims,
+            "usable_dims": usable_dims,
+            "seeds": len(seeds),
+            "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else [],
+        }
 
     async def _next_round(self) -> list[dict]:
         cfg = self.ctx.config
@@ -162,7 +170,9 @@ class QuotaAdmission(RowSource):
             return []
         overall = sum(state["usable"].values()) / state["seeds"] if state["seeds"] else _FIRST_ROUND_YIELD
         overall = max(overall, 0.05)
-        wanted = {c: math.ceil(n / _smoothed(state["usable"][c], state["admitted"][c], overall)) for c, n in short.items()}
+        wanted = {
+            c: math.ceil(n / _smoothed(state["usable"][c], state["admitted"][c], overall)) for c, n in short.items()
+        }
         wanted = _scale_to(wanted, left)
         counts = [c for c, n in sorted(wanted.items()) for _ in range(n)]
         rng = random.Random(f"{cfg.seed}-round-{len(self.store.manifest.get('rounds', []))}")
@@ -229,9 +239,8 @@ class QuotaAdmission(RowSource):
         budget = self.ctx.config.target.seed_budget
         if short:
             why = "the seed budget is spent" if state["seeds"] >= budget else "the seeds ran out"
-            note = (
-                f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): "
-                + ", ".join(f"{c} constraints {self.need[c] - n}/{self.need[c]} short" for c, n in sorted(short.items()))
+            note = f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): " + ", ".join(
+                f"{c} constraints {self.need[c] - n}/{self.need[c]} short" for c, n in sorted(short.items())
             )
         else:
             note = f"quotas met: {state['seeds']} seeds admitted in {len(self.store.manifest.get('rounds', []))} rounds (budget {budget})"

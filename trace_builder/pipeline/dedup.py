@@ -32,7 +32,9 @@ def _hashes(items: set[str]) -> np.ndarray:
     )
 
 
-def near_duplicates(texts: list[str], threshold: float, num_perm: int = 64, bands: int = 16, seed: int = 0) -> dict[int, int]:
+def near_duplicates(
+    texts: list[str], threshold: float, num_perm: int = 64, bands: int = 16, seed: int = 0
+) -> dict[int, int]:
     """Map index -> index of an earlier text it nearly duplicates (Jaccard >= threshold).
 
     LSH finds candidate pairs in about linear time; each candidate is confirmed with the

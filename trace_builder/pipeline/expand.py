@@ -8,10 +8,9 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from trace_builder.llm.structured import strict_schema
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import fail
-from trace_builder.pipeline.stage import Stage, model_settings
-from trace_builder.llm.structured import strict_schema
 from trace_builder.pipeline.instructions import (
     ConstraintAnswer,
     check_catalogue,
@@ -20,6 +19,7 @@ from trace_builder.pipeline.instructions import (
     read_slots,
     with_slots,
 )
+from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
 from trace_builder.records import NULL_INPUT, content_id
 from trace_builder.taxonomy import Dimension, get_dimension
@@ -85,7 +85,7 @@ async def structure(ctx: StageContext, row: dict, expanded: str, planned: list[D
         check_catalogue=check_catalogue(lang) if cfg.expand.emit_checks else "",
     )
     schema = with_slots(strict_schema(StructuredInstruction), "constraints", ids)
-    for attempt in range(2):
+    for _ in range(2):  # the answer, then one retry that states the mismatch
         answer = await ctx.client.chat_json(
             messages,
             StructuredInstruction,

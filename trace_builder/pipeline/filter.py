@@ -18,6 +18,7 @@ from trace_builder.records import FINAL_SCHEMAS
 from trace_builder.seeds import normalise
 from trace_builder.store import StageStore, write_table_atomic
 
+
 def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig) -> pd.DataFrame:
     """Add `filter_status` (kept | failed | exact_duplicate | near_duplicate | too_long)."""
     rows = rows.copy()
@@ -63,7 +64,9 @@ def split_by_count(counts: pd.Series, eval_size: int, seed: int) -> set:
     return chosen
 
 
-def quota_split(counts: pd.Series, train_quota: dict[int, int], eval_quota: dict[int, int], seed: int) -> tuple[set, set, dict[int, int]]:
+def quota_split(
+    counts: pd.Series, train_quota: dict[int, int], eval_quota: dict[int, int], seed: int
+) -> tuple[set, set, dict[int, int]]:
     """A target-size run's split: per constraint count, exactly its quota of eval rows, then of train rows.
 
     Returns the eval labels, the train labels and the shortfall per count (what was missing).
@@ -99,7 +102,9 @@ def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Da
     short: dict[int, int] = {}
     if config.target.enabled:
         train_quota, eval_quota = count_quotas(config)
-        eval_labels, train_labels, short = quota_split(kept["constraint_count"].astype(int), train_quota, eval_quota, seed)
+        eval_labels, train_labels, short = quota_split(
+            kept["constraint_count"].astype(int), train_quota, eval_quota, seed
+        )
         is_eval = kept.index.isin(list(eval_labels))
         train = kept[kept.index.isin(list(train_labels))]
     else:
@@ -164,10 +169,15 @@ async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) 
         "notes": notes,
     }
 
+
 STAGE = Stage(
     name="filter",
     reads="perturb",
-    settings=lambda config: {"filter": config.filter.model_dump(), "target": config.target.model_dump(), "seed": config.seed},
+    settings=lambda config: {
+        "filter": config.filter.model_dump(),
+        "target": config.target.model_dump(),
+        "seed": config.seed,
+    },
     whole=run_filter,
     description="drop failures, duplicates, over-long items; split; write final/",
 )

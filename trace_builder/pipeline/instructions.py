@@ -14,7 +14,6 @@ from trace_builder.llm.client import LLMClient
 from trace_builder.llm.structured import strict_schema
 from trace_builder.records import FULL_MARKS, SYSTEM_PROMPT, build_user_prompt
 from trace_builder.taxonomy import DIMENSIONS, dimension_for_label
-
 from trace_builder.verify import KINDS
 
 DimensionId = Literal[tuple(d.id for d in DIMENSIONS)]  # type: ignore[valid-type]
@@ -88,14 +87,20 @@ def with_slots(schema: dict[str, Any], field: str, dimensions: list[str], nullab
     return schema
 
 
-def read_slots(slots: dict[str, ConstraintAnswer] | None, planned: list[str]) -> tuple[list[ConstraintAnswer], str | None]:
+def read_slots(
+    slots: dict[str, ConstraintAnswer] | None, planned: list[str]
+) -> tuple[list[ConstraintAnswer], str | None]:
     """The constraints in slot order, and why they do not match the plan (None when they do)."""
     slots = slots or {}
     expected = [str(i) for i in range(1, len(planned) + 1)]
     if sorted(slots, key=lambda k: (len(k), k)) != expected:
         return [], f"{len(slots)} constraints for a plan of {len(planned)}"
     items = [slots[k] for k in expected]
-    wrong = [f"{i} is {item.dimension}, planned {dim}" for i, (item, dim) in enumerate(zip(items, planned), 1) if item.dimension != dim]
+    wrong = [
+        f"{i} is {item.dimension}, planned {dim}"
+        for i, (item, dim) in enumerate(zip(items, planned), 1)
+        if item.dimension != dim
+    ]
     return items, ("constraint " + "; ".join(wrong) if wrong else None)
 
 
@@ -107,7 +112,9 @@ def prompt_of(row: dict, suffix: str = "") -> str:
     return build_user_prompt(row["description"], row["constraints" + suffix], row["input"])
 
 
-async def answer_instruction(client: LLMClient, prompt: str, *, tag: str, temperature: float, max_tokens: int, seed: int) -> str:
+async def answer_instruction(
+    client: LLMClient, prompt: str, *, tag: str, temperature: float, max_tokens: int, seed: int
+) -> str:
     """The model's answer to an instruction, asked exactly as TRACE lays it out (system + user)."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
     return await client.chat(messages, tag=tag, temperature=temperature, max_tokens=max_tokens, seed=seed)

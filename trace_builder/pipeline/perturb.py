@@ -165,13 +165,16 @@ async def _perturb(ctx: StageContext, row: dict, operation: str, attempt: int) -
     if cfg.perturb.strict and x1_y2.passed:
         raise _AttemptFailed("y2_follows_x1")
 
+
 def summarize(frame) -> dict:
     """IOPO yield per operation (from every attempt), for `status` and the run summary."""
     if "perturb_attempts" not in frame:
         return {}
     yields = iopo_yield(frame)
     return {
-        "IOPO groups kept per attempt": ", ".join(f"{op} {y['kept']}/{y['attempts']} ({y['yield']:.0%})" for op, y in yields.items()),
+        "IOPO groups kept per attempt": ", ".join(
+            f"{op} {y['kept']}/{y['attempts']} ({y['yield']:.0%})" for op, y in yields.items()
+        ),
         "x1_y2 passes in kept groups": int(frame.loc[frame["iopo_status"] == "ok", "x1_y2_passes"].fillna(False).sum()),
     }
 

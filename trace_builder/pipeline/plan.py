@@ -15,7 +15,9 @@ async def plan_row(ctx: StageContext, row: dict) -> dict:
     if row.get("planned_count") is not None:
         return row
     tax = ctx.config.taxonomy
-    plan = plan_for_seed(row["seed_id"], ctx.config.seed, tax.count_histogram, tax.weights or None, tax.max_per_dimension)
+    plan = plan_for_seed(
+        row["seed_id"], ctx.config.seed, tax.count_histogram, tax.weights or None, tax.max_per_dimension
+    )
     row.update(planned_count=plan.count, planned_dimensions=list(plan.dimensions))
     return row
 

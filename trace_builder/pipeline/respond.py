@@ -30,7 +30,9 @@ def attempts_allowed(ctx: StageContext, configured: int) -> int:
     return configured if ctx.config.generation.temperature > 0 else 1
 
 
-async def best_answer(ctx: StageContext, row: dict, prompt_suffix: str, tag: str, attempts: int) -> tuple[str, Judgement, int]:
+async def best_answer(
+    ctx: StageContext, row: dict, prompt_suffix: str, tag: str, attempts: int
+) -> tuple[str, Judgement, int]:
     """Rejection sampling: answers to x (suffix '' for x1, '_2' for x2) until one earns full marks.
 
     Returns the passing answer (or the last one) with its judgement and the attempts used.
@@ -46,7 +48,9 @@ async def best_answer(ctx: StageContext, row: dict, prompt_suffix: str, tag: str
             # The first attempt keeps the seed earlier runs used, so their cache still serves it.
             seed=ctx.llm_seed("answer" + prompt_suffix, row["id"], *([attempt] if attempt > 1 else [])),
         )
-        judgement = await judge_row(ctx.client, row, response, suffix=prompt_suffix, tag=f"{tag}.judge", config=ctx.config)
+        judgement = await judge_row(
+            ctx.client, row, response, suffix=prompt_suffix, tag=f"{tag}.judge", config=ctx.config
+        )
         row["disputes"] = (row.get("disputes") or 0) + judgement.disputes
         if judgement.passed:
             break
@@ -66,7 +70,9 @@ async def make_rejected(ctx: StageContext, row: dict) -> None:
                 max_tokens=gen.max_tokens,
                 seed=ctx.llm_seed("worse", row["id"], *([attempt] if attempt > 1 else [])),
             )
-            judgement = await judge_row(ctx.client, row, worse, suffix="", tag="respond.judge_rejected", config=ctx.config)
+            judgement = await judge_row(
+                ctx.client, row, worse, suffix="", tag="respond.judge_rejected", config=ctx.config
+            )
             row["disputes"] += judgement.disputes
             row.update(rejected=worse, rejected_judgement=judgement.records(), rejected_attempts=attempt)
             if not judgement.passed:

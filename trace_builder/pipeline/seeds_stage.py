@@ -6,6 +6,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from trace_builder.pipeline.context import StageContext
+from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
 from trace_builder.seeds import (
     Seed,
@@ -16,7 +17,6 @@ from trace_builder.seeds import (
     select_seeds,
 )
 from trace_builder.store import StageStore
-from trace_builder.pipeline.stage import Stage, model_settings
 
 SEED_SCHEMA = pa.schema(
     [
@@ -36,6 +36,7 @@ SEED_SCHEMA = pa.schema(
         pa.field("failure_detail", pa.string()),
     ]
 )
+
 
 class SynthesizedSeeds(BaseModel):
     instructions: list[str] = Field(min_length=1, max_length=20)

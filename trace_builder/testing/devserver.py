@@ -15,8 +15,8 @@ import json
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 Responder = Callable[[str, dict], str]
 
@@ -42,7 +42,11 @@ class Faults:
             return "malformed"
         if attempt > self.transient_attempts:
             return None
-        for name, every in (("429", self.rate_limit_every), ("500", self.server_error_every), ("hang", self.hang_every)):
+        for name, every in (
+            ("429", self.rate_limit_every),
+            ("500", self.server_error_every),
+            ("hang", self.hang_every),
+        ):
             # Shift by a different amount per fault so they strike different requests.
             if every and (digest >> (3 * len(name))) % every == 0:
                 return name
@@ -102,7 +106,7 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- lifecycle ----------------------------------------------------------------
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self._thread = threading.Thread(target=self._serve_forever, name="scripted-llm-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=10):
@@ -173,7 +177,13 @@ class ScriptedServer:
     @staticmethod
     def _write(writer: asyncio.StreamWriter, status: int, payload: dict, extra: dict[str, str]) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
-        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
+        reason = {
+            200: "OK",
+            401: "Unauthorized",
+            404: "Not Found",
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+        }.get(status, "X")
         head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(data)}"]
         head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
@@ -213,18 +223,22 @@ class ScriptedServer:
             self.stats.faults["malformed"] += 1
             text = text[: max(1, len(text) // 2)].replace("{", "{'", 1)
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
-        return 200, {
-            "id": "chatcmpl-" + digest_hex[:12],
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(text) // 4 + 1,
-                "total_tokens": prompt_tokens + len(text) // 4 + 1,
+        return (
+            200,
+            {
+                "id": "chatcmpl-" + digest_hex[:12],
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", self.model),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(text) // 4 + 1,
+                    "total_tokens": prompt_tokens + len(text) // 4 + 1,
+                },
             },
-        }, {}
+            {},
+        )
 
     def stats_snapshot(self) -> dict:
         return {
@@ -247,7 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--model", default="scripted")
     parser.add_argument(
-        "--mark-rate", type=float, default=1.0, help="chance that an answer meets each constraint (by constraint and seed)"
+        "--mark-rate",
+        type=float,
+        default=1.0,
+        help="chance that an answer meets each constraint (by constraint and seed)",
     )
     args = parser.parse_args(argv)
     responder = ScriptedResponder(mark_rate=args.mark_rate)

@@ -23,12 +23,33 @@ WORDS = (
 
 # Shapes like the public Qwen2 checkpoints (random weights: for speed and memory, not quality).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=None, tie_word_embeddings=True),
-    "qwen2-0.5b-like": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                            num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2-1.5b-like": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                            num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=None,
+        tie_word_embeddings=True,
+    ),
+    "qwen2-0.5b-like": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2-1.5b-like": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -43,7 +64,10 @@ def build_tokenizer(extra_words: list[str] | None = None) -> Any:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<eos>",
         additional_special_tokens=SPECIAL_TOKENS[3:],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -91,9 +115,15 @@ def synthetic_rows(method: str, n: int, prompt_words: int = 12, response_words: 
     for i in range(n):
         constraints = [_sentence(rng, 4), _sentence(rng, 4)]
         base = {
-            "id": f"ex{i:05d}", "seed_id": f"seed{i:05d}", "language": "en", "description": _sentence(rng, 5),
-            "constraints": constraints, "dimensions": ["inclusion", "numerical"], "input": "NULL",
-            "constraint_count": len(constraints), "prompt": _sentence(rng, prompt_words),
+            "id": f"ex{i:05d}",
+            "seed_id": f"seed{i:05d}",
+            "language": "en",
+            "description": _sentence(rng, 5),
+            "constraints": constraints,
+            "dimensions": ["inclusion", "numerical"],
+            "input": "NULL",
+            "constraint_count": len(constraints),
+            "prompt": _sentence(rng, prompt_words),
         }
         good = " ".join(["one two three"] * (response_words // 3))
         bad = _sentence(rng, response_words)
@@ -103,9 +133,13 @@ def synthetic_rows(method: str, n: int, prompt_words: int = 12, response_words: 
             base.update(chosen=good, rejected=bad)
         elif method == "iopo":
             base.update(
-                response=good, perturb_op="add", constraints_2=constraints + [_sentence(rng, 4)],
-                dimensions_2=["inclusion", "numerical", "theme"], prompt_2=base["prompt"] + " reply as a pirate",
-                response_2=" ".join(["four blue sea"] * (response_words // 3)), x1_y2_passes=False,
+                response=good,
+                perturb_op="add",
+                constraints_2=constraints + [_sentence(rng, 4)],
+                dimensions_2=["inclusion", "numerical", "theme"],
+                prompt_2=base["prompt"] + " reply as a pirate",
+                response_2=" ".join(["four blue sea"] * (response_words // 3)),
+                x1_y2_passes=False,
             )
         rows.append(base)
     return rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,29 +18,29 @@ def train_command(
     data: Path = typer.Option(..., "--data", help="final dataset dir, e.g. runs/x/final/iopo"),
     model: str = typer.Option(..., "--model", help="model dir, cached hub id, or gemma3-270m (the embedded model)"),
     output: Path = typer.Option(..., "--output", help="where adapter/, merged/, metrics.json go"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML on top of configs/train/<method>.yaml"),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="training epochs (default 3)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (default 1e-4 SFT, 5e-6 DPO/IOPO)"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N optimizer steps"),
-    beta: Optional[float] = typer.Option(None, "--beta", help="DPO/IOPO beta (default 0.1)"),
+    config: Path | None = typer.Option(None, "--config", help="YAML on top of configs/train/<method>.yaml"),
+    epochs: float | None = typer.Option(None, "--epochs", help="training epochs (default 3)"),
+    lr: float | None = typer.Option(None, "--lr", help="learning rate (default 1e-4 SFT, 5e-6 DPO/IOPO)"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="stop after N optimizer steps"),
+    beta: float | None = typer.Option(None, "--beta", help="DPO/IOPO beta (default 0.1)"),
     full_finetune: bool = typer.Option(False, "--full-finetune", help="train all weights instead of LoRA"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="max tokens per sequence (default 6000)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per device per step"),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="gradient accumulation steps"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 (default: on for GPU)"),
-    gradient_checkpointing: Optional[bool] = typer.Option(
+    max_length: int | None = typer.Option(None, "--max-length", help="max tokens per sequence (default 6000)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="examples per device per step"),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="gradient accumulation steps"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 (default: on for GPU)"),
+    gradient_checkpointing: bool | None = typer.Option(
         None, "--gradient-checkpointing/--no-gradient-checkpointing", help="default: on for GPU"
     ),
-    precompute_reference: Optional[bool] = typer.Option(
+    precompute_reference: bool | None = typer.Option(
         None,
         "--precompute-reference/--adapter-reference",
         help="DPO/IOPO reference: precomputed once (default) or the base model with the LoRA adapter off",
     ),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="system message ('' for none)"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="train on the first N rows only"),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="system message ('' for none)"),
+    limit: int | None = typer.Option(None, "--limit", help="train on the first N rows only"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUTPUT"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed"),
 ) -> None:
     """Train SFT, DPO or IOPO on a final dataset; writes adapter/, merged/, train_log.jsonl, metrics.json."""
     from trace_builder.train.config import load_config

@@ -110,8 +110,7 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
     unknown = sorted(set(values) - _FIELDS)
     if unknown:
         raise UserError(
-            f"unknown training setting(s) {', '.join(unknown)} in {source}: "
-            f"valid keys are {', '.join(sorted(_FIELDS))}"
+            f"unknown training setting(s) {', '.join(unknown)} in {source}: valid keys are {', '.join(sorted(_FIELDS))}"
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -245,4 +244,3 @@ class IOPOTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self):
         self._signature_columns = ["input_ids", "attention_mask", "labels", "ref_logps", "ids"]
-

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 

@@ -32,7 +32,9 @@ def _literal_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
     return re.compile(body, 0 if case_sensitive else re.IGNORECASE)
 
 
-def find_keyword(response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True) -> list[tuple[int, int]]:
+def find_keyword(
+    response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True
+) -> list[tuple[int, int]]:
     """Spans where `keyword` occurs, honouring word boundaries for spaced scripts."""
     stripped = keyword.strip()
     guard_start = whole_word and _is_spaced_word_char(stripped[0])

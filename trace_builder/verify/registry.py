@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trace_builder.taxonomy import DIMENSION_IDS
 from trace_builder.verify.loose import loose_variants
 
-
 MODES = ("strict", "loose")
 
 

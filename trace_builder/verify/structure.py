@@ -71,8 +71,7 @@ class TableParams(Params):
     "markdown_table",
     TableParams,
     ("output_format",),
-    "contains markdown pipe tables (header, |---| line, rows) with at least min_rows data rows "
-    "and min_columns columns",
+    "contains markdown pipe tables (header, |---| line, rows) with at least min_rows data rows and min_columns columns",
     "包含 markdown 表格（表头、|---| 分隔行、数据行），数据行不少于 min_rows，列数不少于 min_columns",
 )
 def check_markdown_table(response: str, min_tables: int = 1, min_rows: int = 1, min_columns: int = 1) -> Verdict:
@@ -353,7 +352,7 @@ def check_postscript(response: str, marker: str = "P.S.") -> Verdict:
     match = postscript_pattern(marker).search(response)
     if match is None:
         return Verdict(False, f"no line starting with {marker!r}")
-    return Verdict(True, f"postscript found: {response[match.start():match.end() + 30].strip()[:50]!r}")
+    return Verdict(True, f"postscript found: {response[match.start() : match.end() + 30].strip()[:50]!r}")
 
 
 # [1], [2, 3], [4-6]: numbered citation markers.

@@ -106,7 +106,7 @@ def check_ends_with(response: str, phrase: str, case_sensitive: bool = False) ->
     tail = body[len(body) - len(phrase) :] if len(body) >= len(phrase) else body
     if _same(tail, phrase, case_sensitive):
         return Verdict(True, f"ends with {phrase!r}")
-    return Verdict(False, f"ends with {body[-(len(phrase) + 10):]!r}, expected {phrase!r}")
+    return Verdict(False, f"ends with {body[-(len(phrase) + 10) :]!r}, expected {phrase!r}")
 
 
 @register(
@@ -161,7 +161,7 @@ _CLOSING_QUOTES = ('"', "”")
     NoParams,
     ("text_pattern", "output_format"),
     'the whole response is wrapped in double quotes ("..." or “...”)',
-    "整个回复用双引号括起（\"...\" 或 “...”）",
+    '整个回复用双引号括起（"..." 或 “...”）',
 )
 def check_wrapped_in_quotes(response: str) -> Verdict:
     body = response.strip()
