@@ -8,7 +8,8 @@ import os
 import time
 
 from trace_builder.llm.base import ChatRequest
-from trace_builder.llm.local import EMBEDDED_MODEL, LocalBackend, ensure_embedded_model
+from trace_builder.llm.local import LocalBackend
+from trace_builder.llm.model_files import EMBEDDED_MODEL, ensure_embedded_model
 
 PROMPTS = (
     "Write a short story about a lighthouse keeper.",
@@ -65,7 +66,9 @@ async def main() -> None:
     backend = LocalBackend(model=args.model, batch_size=max(batches), num_threads=args.threads)
     started = time.perf_counter()
     await backend.start()
-    print(f"load: {time.perf_counter() - started:.1f} s  (torch threads: {backend.num_threads}, cpus: {os.cpu_count()})")
+    print(
+        f"load: {time.perf_counter() - started:.1f} s  (torch threads: {backend.num_threads}, cpus: {os.cpu_count()})"
+    )
     await measure(backend, 1, True, 4)  # warm-up, compiles the grammar
 
     print(f"{'batch':>5} {'grammar':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from trace_builder.chat_format import PLAIN_STOP_STRINGS, plain_transcript, prompt_token_ids, truncate_at_stop_string
 from trace_builder.errors import LLMError, UserError
-from trace_builder.llm import local
+from trace_builder.llm import model_files
 from trace_builder.llm.base import ChatRequest
-from trace_builder.llm.local import LocalBackend, plain_transcript, prompt_token_ids
+from trace_builder.llm.local import LocalBackend, _Pending
+from trace_builder.llm.local_engine import escape_control_chars, use_onednn_linears
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -41,13 +43,9 @@ def build_tiny_model(directory: Path, chat_template: str | None) -> Path:
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=ascii_alphabet
-    )
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=ascii_alphabet)
     raw.train_from_iterator(TRAINING_TEXT, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token="<s>", eos_token="<|end|>", pad_token="<pad>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="<|end|>", pad_token="<pad>")
     if chat_template:
         tokenizer.chat_template = chat_template
     torch.manual_seed(0)
@@ -153,9 +151,7 @@ VERDICT = {
 
 
 def test_plain_transcript_ends_with_assistant_turn() -> None:
-    text = plain_transcript(
-        ({"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi there "})
-    )
+    text = plain_transcript(({"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi there "}))
     assert text == "Be brief.\n\nUser: Hi there\n\nAssistant:"
 
 
@@ -170,13 +166,28 @@ def test_prompt_uses_chat_template_when_the_tokenizer_has_one(tiny_model: Path, 
 
 
 def test_truncate_at_stop_string_cuts_at_the_earliest() -> None:
-    assert local.truncate_at_stop_string("Paris.\nUser: and\nAssistant:", local.PLAIN_STOP_STRINGS) == ("Paris.", True)
-    assert local.truncate_at_stop_string("Paris.", local.PLAIN_STOP_STRINGS) == ("Paris.", False)
+    assert truncate_at_stop_string("Paris.\nUser: and\nAssistant:", PLAIN_STOP_STRINGS) == "Paris."
+    assert truncate_at_stop_string("Paris.", PLAIN_STOP_STRINGS) == "Paris."
 
 
 def test_control_characters_in_json_strings_are_escaped() -> None:
-    text = local.escape_control_chars('{"a": "x\x1cy\tz"}')
+    text = escape_control_chars('{"a": "x\x1cy\tz"}')
     assert json.loads(text) == {"a": "x\x1cy\tz"}
+
+
+def test_onednn_linears_compute_what_the_model_computed(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 5, 9, 14, 20], [3, 3, 7, 2, 11]])
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+        if not use_onednn_linears(model):
+            pytest.skip("this torch build has no oneDNN linear")
+        after = model(input_ids=ids).logits
+    assert model.lm_head.forward.__func__ is not torch.nn.Linear.forward
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -184,9 +195,7 @@ def test_control_characters_in_json_strings_are_escaped() -> None:
 
 def test_concurrent_requests_are_batched_and_all_complete(tiny_model: Path) -> None:
     backend = LocalBackend(model=str(tiny_model), batch_size=4)
-    requests = [
-        ask(f"question {i}", max_tokens=6 + i, temperature=0.0 if i % 2 else 0.9, seed=i) for i in range(10)
-    ]
+    requests = [ask(f"question {i}", max_tokens=6 + i, temperature=0.0 if i % 2 else 0.9, seed=i) for i in range(10)]
     results = run_all(backend, requests)
     for request, result in zip(requests, results):
         assert not isinstance(result, BaseException), result
@@ -260,9 +269,7 @@ def test_plain_layout_model_answers(tiny_plain_model: Path) -> None:
 
 def test_bad_schema_fails_only_its_own_request(tiny_model: Path) -> None:
     backend = LocalBackend(model=str(tiny_model), batch_size=2)
-    bad, good = run_all(
-        backend, [ask("x", max_tokens=4, json_schema={"type": "nonsense"}), ask("y", max_tokens=4)]
-    )
+    bad, good = run_all(backend, [ask("x", max_tokens=4, json_schema={"type": "nonsense"}), ask("y", max_tokens=4)])
     assert isinstance(bad, LLMError) and bad.reason == "invalid_json_schema"
     assert "nonsense" in bad.detail and ".cc" not in bad.detail
     assert good.completion_tokens <= 4
@@ -296,9 +303,7 @@ def test_missing_model_path_is_a_one_line_user_error(tmp_path: Path) -> None:
         LocalBackend(model=str(tmp_path))
 
 
-def test_conversion_is_atomic_and_cleans_up_after_a_killed_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_conversion_is_atomic_and_cleans_up_after_a_killed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
 
     def fake_convert(work: Path) -> None:
@@ -306,29 +311,29 @@ def test_conversion_is_atomic_and_cleans_up_after_a_killed_run(
         (work / "config.json").write_text("{}")
         if len(calls) == 1:
             raise KeyboardInterrupt  # killed mid-conversion
-        (work / local._DONE_MARKER).write_text("{}")
+        (work / model_files._DONE_MARKER).write_text("{}")
 
-    monkeypatch.setattr(local, "_convert_embedded_gguf", fake_convert)
-    stale = tmp_path / f".{local.EMBEDDED_DIR_NAME}.tmp-999-dead"
+    monkeypatch.setattr(model_files, "_convert_embedded_gguf", fake_convert)
+    stale = tmp_path / f".{model_files.EMBEDDED_DIR_NAME}.tmp-999-dead"
     stale.mkdir()
 
     with pytest.raises(KeyboardInterrupt):
-        local.ensure_embedded_model(tmp_path)
-    assert not (tmp_path / local.EMBEDDED_DIR_NAME).exists()
+        model_files.ensure_embedded_model(tmp_path)
+    assert not (tmp_path / model_files.EMBEDDED_DIR_NAME).exists()
     assert not calls[0].exists()
 
-    target = local.ensure_embedded_model(tmp_path)
-    assert target == tmp_path / local.EMBEDDED_DIR_NAME and (target / "config.json").is_file()
+    target = model_files.ensure_embedded_model(tmp_path)
+    assert target == tmp_path / model_files.EMBEDDED_DIR_NAME and (target / "config.json").is_file()
     assert not stale.exists()
-    assert local.ensure_embedded_model(tmp_path) == target
+    assert model_files.ensure_embedded_model(tmp_path) == target
     assert len(calls) == 2
 
 
 def test_cache_root_follows_trace_build_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRACE_BUILD_CACHE", str(tmp_path))
-    assert local.model_cache_root() == tmp_path / "models"
+    assert model_files.model_cache_root() == tmp_path / "models"
     monkeypatch.delenv("TRACE_BUILD_CACHE")
-    assert local.model_cache_root() == Path.home() / ".cache" / "trace-build" / "models"
+    assert model_files.model_cache_root() == Path.home() / ".cache" / "trace-build" / "models"
 
 
 # ----------------------------------------------------------------------------- the real model
@@ -337,7 +342,7 @@ def test_cache_root_follows_trace_build_cache(monkeypatch: pytest.MonkeyPatch, t
 @pytest.mark.slow
 def test_embedded_gemma_answers_plain_and_json() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    backend = LocalBackend(model=local.EMBEDDED_MODEL, batch_size=2)
+    backend = LocalBackend(model=model_files.EMBEDDED_MODEL, batch_size=2)
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string", "maxLength": 40}, "confident": {"type": "boolean"}},
@@ -357,8 +362,6 @@ def test_embedded_gemma_answers_plain_and_json() -> None:
 
 
 def test_batches_group_similar_prompt_lengths_and_serve_the_oldest_first(tiny_model: Path) -> None:
-    from trace_builder.llm.local import _Pending
-
     backend = LocalBackend(model=str(tiny_model), batch_size=2)  # the worker is never started
     loop = asyncio.new_event_loop()
     try:

@@ -1,15 +1,15 @@
 """Parquet -> examples, the four-sequence collator, settings and the clear errors of `trace-build train`."""
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
+from trace_builder.chat_format import PLAIN_CHAT_TEMPLATE
 from trace_builder.errors import UserError
 from trace_builder.records import SYSTEM_PROMPT
+from trace_builder.testing.tiny import build_tokenizer, synthetic_rows, write_dataset
 from trace_builder.train.config import load_config
 from trace_builder.train.data import (
-    FALLBACK_CHAT_TEMPLATE,
     PAIRINGS,
     ensure_chat_template,
     fit_to_length,
@@ -20,7 +20,6 @@ from trace_builder.train.data import (
 from trace_builder.train.iopo import IOPOCollator
 from trace_builder.train.logprobs import IGNORE_INDEX
 from trace_builder.train.runner import resolve_model_path
-from trace_builder.testing.tiny import build_tokenizer, synthetic_rows, write_dataset
 
 
 @pytest.fixture()
@@ -74,7 +73,7 @@ def test_tokenize_pair_splits_at_the_generation_prompt():
 def test_fallback_chat_template_for_tokenizers_without_one():
     tok = build_tokenizer()
     tok.chat_template = None
-    assert ensure_chat_template(tok) and tok.chat_template == FALLBACK_CHAT_TEMPLATE
+    assert ensure_chat_template(tok) and tok.chat_template == PLAIN_CHAT_TEMPLATE
     assert not ensure_chat_template(tok)
 
 
@@ -138,8 +137,17 @@ def test_cli_reports_mismatch_as_user_error(datasets, tmp_path):
     app = typer.Typer()
     app.command("train")(train_command)
     app.command("noop")(lambda: None)  # two commands, so `train` stays a sub-command
-    args = ["train", "--method", "iopo", "--data", str(datasets["sft"]), "--model", str(tmp_path / "m"),
-            "--output", str(tmp_path / "out")]
+    args = [
+        "train",
+        "--method",
+        "iopo",
+        "--data",
+        str(datasets["sft"]),
+        "--model",
+        str(tmp_path / "m"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, UserError)
     assert "final/iopo" in str(result.exception)

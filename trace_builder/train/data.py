@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from trace_builder.chat_format import PLAIN_CHAT_TEMPLATE, has_chat_template
 from trace_builder.errors import UserError
 
 # What each method reads; the rest of the final schema is carried but unused.
@@ -18,23 +19,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # The dataset a method's columns come from, for the error message.
 _PRODUCER = {"sft": "final/sft", "dpo": "final/dpo", "iopo": "final/iopo"}
-
-# Used when a tokenizer has no chat template of its own (e.g. the embedded gemma-3-270m, a base
-# model). It renders the same "User: / Assistant:" transcript as the local backend's
-# plain_transcript (trace_builder/llm/local.py), so a model trained here is prompted at
-# inference exactly as it was trained; the answer ends with EOS so generation stops.
-FALLBACK_CHAT_TEMPLATE = (
-    "{{- bos_token if bos_token else '' -}}"
-    "{%- for message in messages -%}"
-    "{%- if not loop.first %}{{ '\n\n' }}{% endif -%}"
-    "{%- if message['role'] == 'system' -%}{{ message['content'] | trim }}"
-    "{%- elif message['role'] == 'user' -%}{{ 'User: ' + (message['content'] | trim) }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ 'Assistant: ' + (message['content'] | trim) + eos_token }}"
-    "{%- else -%}{{ (message['role'] | capitalize) + ': ' + (message['content'] | trim) }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif -%}"
-)
 
 
 def parquet_files(data_dir: str | Path) -> list[Path]:
@@ -123,10 +107,14 @@ def dpo_records(rows: list[dict[str, Any]], system_prompt: str | None) -> list[d
 
 
 def ensure_chat_template(tokenizer: Any) -> bool:
-    """Give the tokenizer a simple chat layout when it has none; returns True when it had to."""
-    if getattr(tokenizer, "chat_template", None):
+    """Give a tokenizer without a chat template the plain layout the local backend prompts with.
+
+    Returns True when it had to. The tokenizer is saved with the trained model, so the model
+    is later prompted exactly as it was trained.
+    """
+    if has_chat_template(tokenizer):
         return False
-    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     return True
 
 
