@@ -89,7 +89,7 @@ def test_collator_lays_out_four_blocks_with_completion_labels(datasets):
     collator = IOPOCollator(tok.pad_token_id)
     batch = collator(examples[:2])
     assert batch["input_ids"].shape[0] == 8 and "ref_logps" not in batch
-    for block, pairing in enumerate(PAIRINGS):
+    for block in range(len(PAIRINGS)):
         for b, ex in enumerate(examples[:2]):
             row = block * 2 + b
             prompt, completion = ex.sequences[block]

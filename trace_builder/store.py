@@ -142,5 +142,10 @@ class StageStore:
         self.__init__(self.dir.parent, self.stage)
 
     # -- reads ----------------------------------------------------------------
+    def columns(self) -> list[str]:
+        """The columns of this stage's shards (none before the first is written)."""
+        parts = sorted(self.dir.glob("part-*.parquet"))
+        return pq.read_schema(parts[0]).names if parts else []
+
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         return read_parquet_dir(self.dir, columns)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import defaultdict
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,16 +30,99 @@ class TagUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    def add(self, other: "TagUsage") -> None:
+    def add(self, other: TagUsage) -> None:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class RowSchedule:
+    """How the requests of a row engine's rows are ordered when more wait than there are slots.
+
+    While rows keep being admitted, the oldest row goes first: rows finish in the order they
+    came, so shards complete in order. Once no more rows are coming (`draining`), the row
+    furthest behind goes first (an earlier stage, fewer answers in it: the most requests still
+    to make): the rows end level, instead of a few late rows finishing their chains one
+    sequential request at a time while slots stand idle (longest-remaining-first, which is
+    optimal for chains of equal steps).
+    """
+
+    draining: bool = False
+    # Changes of any schedule: waiters ranked before the last one are ranked again.
+    changes: ClassVar[int] = 0
+
+    def drain(self, draining: bool) -> None:
+        if draining != self.draining:
+            self.draining = draining
+            RowSchedule.changes += 1
+
+
+@dataclass
+class RowProgress:
+    """Where the row a request serves stands; the row engine sets it, the client counts answers."""
+
+    schedule: RowSchedule
+    order: int  # admission order
+    stage: int = 0  # position of the row's current stage in the chain
+    requests: int = 0  # answers this row got from the backend in that stage
+
+    def rank(self) -> tuple[int, ...]:
+        if self.schedule.draining:
+            return (self.stage, self.requests, self.order)
+        return (self.order,)
+
+
+# Set by the row engine in each row's task (a task's context is its own).
+ROW_PROGRESS: ContextVar[RowProgress | None] = ContextVar("row_progress", default=None)
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served lowest rank first (first come first served among
+    equal ranks); a waiter without a row ranks first."""
+
+    def __init__(self, value: int):
+        self._free = value
+        self._waiters: list[tuple[tuple, int, asyncio.Future, RowProgress | None]] = []  # a heap
+        self._seq = itertools.count()
+        self._ranked_at = RowSchedule.changes
+
+    async def acquire(self, progress: RowProgress | None = None) -> None:
+        # Invariant: a slot is free only when nobody is waiting (release hands it over).
+        if self._free > 0:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (_rank(progress), next(self._seq), waiter, progress))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled before using it
+            raise
+
+    def release(self) -> None:
+        if self._ranked_at != RowSchedule.changes:  # the rows' schedule changed since they queued
+            self._waiters = [(_rank(p), seq, w, p) for _, seq, w, p in self._waiters if not w.done()]
+            heapq.heapify(self._waiters)
+            self._ranked_at = RowSchedule.changes
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():  # a cancelled waiter stays in the heap until it surfaces
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+def _rank(progress: RowProgress | None) -> tuple:
+    return progress.rank() if progress is not None else ()
 
 
 class LLMClient:
     """The only way stages talk to a model.
 
     - answers are cached by hash(model, messages, params): a rerun asks nothing twice;
-    - at most `concurrency` requests are at the backend at once;
+    - at most `concurrency` requests are at the backend at once; when more wait, they go in
+      the order of their rows' `RowSchedule` (`ROW_PROGRESS`), else first come first served;
     - identical requests in flight at the same time share one backend call;
     - usage is counted per tag, and a tag's prefix (the stage) sums its tasks.
     """
@@ -44,7 +130,7 @@ class LLMClient:
     def __init__(self, backend: Backend, cache: RequestCache | None = None, concurrency: int = 64):
         self.backend = backend
         self.cache = cache
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = PrioritySlots(concurrency)
         self._in_flight: dict[str, asyncio.Future[ChatResult]] = {}
         self.usage: dict[str, TagUsage] = defaultdict(TagUsage)
 
@@ -66,9 +152,13 @@ class LLMClient:
             return await asyncio.shield(shared)
         future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
+        progress = ROW_PROGRESS.get()
         try:
-            async with self._slots:
+            await self._slots.acquire(progress)
+            try:
                 result = await self.backend.complete(request)
+            finally:
+                self._slots.release()
         except BaseException as exc:
             usage.failures += 1
             future.set_exception(exc)
@@ -77,6 +167,8 @@ class LLMClient:
         finally:
             del self._in_flight[key]
         usage.requests += 1
+        if progress is not None:
+            progress.requests += 1
         usage.prompt_tokens += result.prompt_tokens
         usage.completion_tokens += result.completion_tokens
         if self.cache is not None:

@@ -5,7 +5,10 @@ stages or shards, so the backend always has `concurrency` requests to serve. Eac
 still writes its output shard by shard, atomically, as soon as every row of that shard has
 passed it; a finished shard is never redone, and a resumed run starts each row at the first
 stage whose shard is missing. Memory stays bounded: at most `max_rows_in_flight` rows are
-alive and at most `window` shards are open at once.
+alive and at most `window` shards are open at once. When more requests wait than the client
+has slots, the oldest row goes first while rows are still being admitted, and the row furthest
+behind once the rows in flight are all there is, so that a run ends with its slots full
+(`trace_builder.llm.client.RowSchedule`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_builder.errors import LLMError
+from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
 from trace_builder.pipeline.stage import Row, RowFn, Stage
 from trace_builder.store import StageStore, shard_name
 
@@ -98,13 +102,16 @@ class RowChain:
         self._room = asyncio.Event()  # set when a shard closes (or the run fails)
         self._tasks: set[asyncio.Task] = set()
         self._fatal: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._admitted = 0
+        self._schedule = RowSchedule()
 
     async def run(self, shards: AsyncIterable[int]) -> None:
         """Process every shard index `shards` yields (it may keep yielding while rows run)."""
+        source = shards.__aiter__()
         try:
-            async for index in shards:
-                self._raise_if_fatal()
+            while (index := await self._next_shard(source)) is not None:
                 await self._start_shard(index)
+            self._drain(True)
             while self._tasks:
                 await asyncio.wait([*self._tasks, self._fatal], return_when=asyncio.FIRST_COMPLETED)
                 self._raise_if_fatal()
@@ -115,6 +122,30 @@ class RowChain:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _next_shard(self, source) -> int | None:
+        """The source's next shard index, None at its end.
+
+        While the source makes the engine wait (a target-size run admits its next round only
+        once the rows in flight are done), those rows are all there is: they drain.
+        """
+        self._raise_if_fatal()
+        step = asyncio.ensure_future(_pull(source))
+        await asyncio.sleep(0)  # a source that has its next shard at hand answers in this step
+        if not step.done():
+            self._drain(True)
+            await asyncio.wait([step, self._fatal], return_when=asyncio.FIRST_COMPLETED)
+            if self._fatal.done():
+                step.cancel()
+                self._raise_if_fatal()
+        index = step.result()
+        if index is not None:
+            self._drain(False)
+        return index
+
+    def _drain(self, draining: bool) -> None:
+        """Whether the rows in flight are all there is for now (see RowSchedule)."""
+        self._schedule.drain(draining)
 
     def _raise_if_fatal(self) -> None:
         if self._fatal.done():
@@ -161,8 +192,14 @@ class RowChain:
             self._room.set()
 
     async def _carry(self, shard: _OpenShard, position: int, row: Row, links: list[ChainStage]) -> None:
+        # When requests wait for a slot, the client orders them by their rows' progress: oldest
+        # row first while rows are admitted, furthest behind first once they drain (RowSchedule).
+        progress = RowProgress(self._schedule, order=self._admitted)
+        self._admitted += 1
+        ROW_PROGRESS.set(progress)  # this task's context only
         try:
             for link in links:
+                progress.stage, progress.requests = self.chain.index(link), 0
                 row = await guarded(link.stage.row, self.ctx, row, link.stage.name)
                 # A snapshot: later stages overwrite status and reason, this stage's shard must not see it.
                 shard.passed[link.stage.name][position] = dict(row)
@@ -180,6 +217,13 @@ class RowChain:
             del self._open[shard.index]
             self._room.set()
             self.on_shard_done(shard.index)
+
+
+async def _pull(source) -> int | None:
+    try:
+        return await source.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 async def shard_range(count: int):

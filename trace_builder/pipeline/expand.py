@@ -91,7 +91,9 @@ async def structure(ctx: StageContext, row: dict, expanded: str, planned: list[D
             StructuredInstruction,
             tag="expand.structure",
             temperature=0.0,
-            max_tokens=cfg.generation.max_tokens,
+            # Every planned slot must be written before the object may close: the budget grows
+            # with the plan, as the judge's does (a fixed cap cut small models off mid-slot).
+            max_tokens=cfg.generation.max_tokens + cfg.generation.judge_tokens_per_constraint * len(ids),
             json_schema=schema,
         )
         items, problem = read_slots(answer.constraints, ids)

@@ -187,5 +187,6 @@ STAGE = Stage(
     row=perturb_row,
     uses_llm=lambda config: True,
     summary=summarize,
+    summary_columns=("perturb_attempts", "iopo_status", "x1_y2_passes"),
     description="perturb x1 into x2, answer it, judge the four pairings (IOPO)",
 )

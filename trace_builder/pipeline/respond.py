@@ -119,5 +119,6 @@ STAGE = Stage(
     row=respond_row,
     uses_llm=lambda config: True,
     summary=summarize,
+    summary_columns=("status", "respond_attempts", "rejected_attempts", "disputes"),
     description="answer x1 (rejection sampling), judge it, make DPO's rejected answer",
 )

@@ -20,7 +20,14 @@ from trace_builder.llm.factory import make_backend, preflight
 from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import ChainStage, RowChain
-from trace_builder.pipeline.registry import STAGE_NAMES, STAGES, get_stage, stage_fingerprints, stage_schema, stages_from
+from trace_builder.pipeline.registry import (
+    STAGE_NAMES,
+    STAGES,
+    get_stage,
+    stage_fingerprints,
+    stage_schema,
+    stages_from,
+)
 from trace_builder.pipeline.stage import Stage
 from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
@@ -129,7 +136,9 @@ async def run_pipeline(
             if all(store.status == "done" for store in stores.values()):
                 for stage in group:
                     summary.skipped.append(stage.name)
-                    console.print(f"[dim]{stage.name:<9} done already ({stores[stage.name].rows_written()} rows), skipped[/dim]")
+                    console.print(
+                        f"[dim]{stage.name:<9} done already ({stores[stage.name].rows_written()} rows), skipped[/dim]"
+                    )
                 continue
             if client is None and any(stage.uses_llm(config) for stage in group):
                 # Opened at the first stage that asks: a bad seed file fails before a model loads.
@@ -151,7 +160,7 @@ async def run_pipeline(
 async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LLMClient:
     backend = make_backend(config.backend)
     if config.backend.kind == "local":
-        console.print("[dim]loading the model (the first time, the embedded one is converted: about a minute)[/dim]")
+        console.print("[dim]loading the model (the first time, the embedded one is converted: about 20 s)[/dim]")
     await preflight(backend)
     return LLMClient(backend, RequestCache(run_dir / "cache.sqlite"), concurrency=config.backend.concurrency)
 
@@ -173,7 +182,9 @@ async def _run_chain(
     admitting = _admits(group[0], ctx.config)
     row_stages = group[1:] if admitting else group
     if not admitting:  # stages finished by an earlier run are not run again
-        row_stages = [s for i, s in enumerate(row_stages) if any(stores[t.name].status != "done" for t in row_stages[i:])]
+        row_stages = [
+            s for i, s in enumerate(row_stages) if any(stores[t.name].status != "done" for t in row_stages[i:])
+        ]
     source: RowSource
     if admitting:
         source = QuotaAdmission(ctx, stores["seeds"], StageStore(ctx.run_dir, row_stages[-1].name))
@@ -211,9 +222,18 @@ async def _run_chain(
     return notes
 
 
+# What failure counts read; a stage's summary declares its own columns (Stage.summary_columns).
+FAILURE_COLUMNS = ("status", "reason", "failed_stage", "dpo_status", "dpo_reason", "iopo_status", "iopo_reason")
+
+
 def _finish(ctx: StageContext, stage: Stage, store: StageStore, elapsed: float, **extra) -> None:
-    """Close a stage: its token usage (per task too), failure reasons and summary figures."""
-    frame = store.read()
+    """Close a stage: its token usage (per task too), failure reasons and summary figures.
+
+    Only the columns those figures need are read back: reading a stage whole (prompts, answers,
+    judgements) at the end of a 50K-seed run held every row at once (+150 MiB through expand).
+    """
+    wanted = set(FAILURE_COLUMNS) | set(stage.summary_columns)
+    frame = store.read([c for c in store.columns() if c in wanted])
     usage = ctx.client.usage_for(stage.name) if ctx.client else {}
     by_task = ctx.client.usage_by_task(stage.name) if ctx.client else {}
     if stage.summary is not None:
@@ -268,7 +288,9 @@ def describe_summary(summary: RunSummary, console: Console) -> None:
             + ", ".join(f"{s} {n:,}" for s, n in summary.tokens.items())
             + f" (total {sum(summary.tokens.values()):,})"
         )
-    console.print(f"[bold]files:[/bold] {summary.run_dir / 'final'}  (inspect with `trace-build status --out {summary.run_dir}`)")
+    console.print(
+        f"[bold]files:[/bold] {summary.run_dir / 'final'}  (inspect with `trace-build status --out {summary.run_dir}`)"
+    )
 
 
 def stage_rows(run_dir: Path) -> list[dict]:
@@ -299,13 +321,17 @@ def run_details(run_dir: Path) -> list[str]:
     seeds = StageStore(run_dir, "seeds").manifest
     if seeds.get("quota"):
         fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in seeds["quota"].items())
-        lines.append(f"quota fill by constraint count (usable/needed, {seeds.get('admitted', 0)} seeds admitted): {fill}")
+        lines.append(
+            f"quota fill by constraint count (usable/needed, {seeds.get('admitted', 0)} seeds admitted): {fill}"
+        )
     for name in STAGE_NAMES:
         manifest = StageStore(run_dir, name).manifest
         details = [f"  {key}: {value}" for key, value in (manifest.get("summary") or {}).items()]
         for task, usage in (manifest.get("usage_by_task") or {}).items():
             tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-            details.append(f"  {task}: {usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached, {tokens:,} tokens")
+            details.append(
+                f"  {task}: {usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached, {tokens:,} tokens"
+            )
         details += [f"  {note}" for note in manifest.get("notes") or []]
         if details:
             lines += [f"{name}:", *details]

@@ -40,6 +40,7 @@ class Stage:
     uses_llm: Callable[[RunConfig], bool] = field(default=lambda config: False)
     # Figures for the stage's manifest and `status`, from its finished rows (attempts, yields...).
     summary: Callable[[pd.DataFrame], dict[str, Any]] | None = None
+    summary_columns: tuple[str, ...] = ()  # the columns `summary` reads
     description: str = ""
 
     def __post_init__(self) -> None:
