@@ -276,4 +276,4 @@ JUDGEMENTS = Stage(
 )
 # Eval's stages write whole shards of their own schema (`fields`), not the pipeline's growing rows.
 STAGES: tuple[Stage, ...] = (ITEMS, PREDICTIONS, JUDGEMENTS)
-SCHEMAS: dict[str, pa.Schema] = {"items": ITEM_SCHEMA, "predictions": PREDICTION_SCHEMA, "judgements": JUDGEMENT_SCHEMA}
+SCHEMAS: dict[str, pa.Schema] = {stage.name: pa.schema(stage.fields) for stage in STAGES}

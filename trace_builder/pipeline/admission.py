@@ -163,8 +163,8 @@ class QuotaAdmission(RowSource):
     async def _next_round(self) -> list[dict]:
         cfg = self.ctx.config
         state = self.measure()
-        short = {c: self.need[c] - state["usable"][c] for c in self._counts() if state["usable"][c] < self.need[c]}
-        self._record(state, short)
+        short = self._short(state)
+        self._record(state)
         left = cfg.target.seed_budget - state["seeds"]
         if not short or left <= 0:
             return []
@@ -224,7 +224,11 @@ class QuotaAdmission(RowSource):
             use += 1
         return taken
 
-    def _record(self, state: dict, short: dict[int, int]) -> None:
+    def _short(self, state: dict) -> dict[int, int]:
+        """Usable rows still missing per constraint count."""
+        return {c: self.need[c] - state["usable"][c] for c in self._counts() if state["usable"][c] < self.need[c]}
+
+    def _record(self, state: dict) -> None:
         self.store.manifest["quota"] = {
             str(c): {"need": self.need[c], "usable": state["usable"][c], "admitted": state["admitted"][c]}
             for c in self._counts()
@@ -234,8 +238,8 @@ class QuotaAdmission(RowSource):
 
     def finish(self) -> list[str]:
         state = self.measure()
-        self._record(state, {})
-        short = {c: self.need[c] - state["usable"][c] for c in self._counts() if state["usable"][c] < self.need[c]}
+        self._record(state)
+        short = self._short(state)
         budget = self.ctx.config.target.seed_budget
         if short:
             why = "the seed budget is spent" if state["seeds"] >= budget else "the seeds ran out"
