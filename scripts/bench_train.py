@@ -4,10 +4,11 @@
 Each case runs in its own process (so peak memory is that case's alone) through the same trainer
 builders `trace-build train` uses, on synthetic rows of fixed length. tokens/s counts the
 non-padding tokens through the policy forward (SFT: 1 sequence per example, DPO: 2, IOPO: 4)
-over the timed steps, after warm-up steps.
+over the timed steps, after warm-up steps. A mode is LoRA or full fine-tuning, with gradient
+checkpointing on (`-gc`) or off; bf16 whenever the device supports it.
 
-    python scripts/bench_train.py --device cuda --sizes qwen2-0.5b-like,qwen2-1.5b-like
-    python scripts/bench_train.py --device cpu --sizes tiny            # what a laptop can do
+    python scripts/bench_train.py --device cuda --modes lora-gc,full-gc,lora,full --json out.jsonl
+    python scripts/bench_train.py --device cpu --sizes tiny --modes lora   # what a laptop can do
 """
 
 from __future__ import annotations
@@ -63,15 +64,14 @@ def run_case(args: argparse.Namespace) -> dict:
             save_steps=10**9,
             device=args.device,
             reference=reference,
-            lora=not args.full,
+            lora=args.mode.startswith("lora"),
             warmup_ratio=0.0,
-            gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing=args.mode.endswith("-gc"),
             precompute_batch_size=args.batch_size,
         )
         dtype = torch.bfloat16 if config.resolved_bf16() else torch.float32
-        model = build_model(args.size, vocab_size=len(tokenizer), dtype=dtype)
+        model = build_model(args.size, vocab_size=len(tokenizer), dtype=dtype, device=args.device)
         if gpu:
-            model = model.to("cuda")
             torch.cuda.reset_peak_memory_stats()
         built = time.perf_counter()
         trainer = BUILDERS[method](config, model, tokenizer, rows)
@@ -95,8 +95,8 @@ def run_case(args: argparse.Namespace) -> dict:
     return {
         "size": args.size,
         "case": args.case,
+        "mode": args.mode,
         "device": args.device,
-        "lora": not args.full,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "batch": args.batch_size,
         "seq_tokens": args.prompt_len + args.response_len,
@@ -108,22 +108,97 @@ def run_case(args: argparse.Namespace) -> dict:
     }
 
 
+MODES = ("lora-gc", "lora", "full-gc", "full")
+COLUMNS = [
+    "size",
+    "mode",
+    "case",
+    "params_m",
+    "batch",
+    "seq_tokens",
+    "tokens_per_s",
+    "step_s",
+    "setup_s",
+    "peak_mem_gib",
+]
+
+
+def child_command(args: argparse.Namespace, size: str, mode: str, case: str) -> list[str]:
+    command = [sys.executable, __file__, "--case", case, "--size", size, "--mode", mode, "--device", args.device]
+    for flag in ("steps", "warmup", "batch_size", "prompt_len", "response_len", "threads"):
+        command += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+    return command
+
+
+def run_child(args: argparse.Namespace, size: str, mode: str, case: str) -> dict:
+    """One case in a fresh process, bounded by --case-timeout; a failure becomes a result with an error."""
+    started = time.perf_counter()
+    failed = {"size": size, "mode": mode, "case": case, "device": args.device}
+    try:
+        proc = subprocess.run(
+            child_command(args, size, mode, case),
+            capture_output=True,
+            text=True,
+            timeout=args.case_timeout,
+            env={**os.environ, "TQDM_DISABLE": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        return {**failed, "error": f"timed out after {args.case_timeout} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {**failed, "error": " | ".join(tail)[:400]}
+    return {**json.loads(lines[-1][len("RESULT ") :]), "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def ratio_rows(results: list[dict]) -> list[str]:
+    """IOPO against DPO per size and mode (same reference mode): tokens/s and peak memory."""
+    found = {(r["size"], r["mode"], r["case"]): r for r in results if "error" not in r}
+    rows = []
+    for (size, mode, case), iopo in found.items():
+        if not case.startswith("iopo"):
+            continue
+        dpo = found.get((size, mode, case.replace("iopo", "dpo")))
+        if dpo:
+            speed = iopo["tokens_per_s"] / dpo["tokens_per_s"]
+            memory = iopo["peak_mem_gib"] / dpo["peak_mem_gib"]
+            rows.append(f"| {size} | {mode} | {case} / {dpo['case']} | {speed:.2f} | {memory:.2f} |")
+    return rows
+
+
+def print_tables(results: list[dict]) -> None:
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in results:
+        if "error" in r:
+            print(f"| {r['size']} | {r['mode']} | {r['case']} | error: {r['error']} |")
+        else:
+            print("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    ratios = ratio_rows(results)
+    if ratios:
+        print()
+        print("| size | mode | cases | tokens/s ratio | peak memory ratio |")
+        print("|---|---|---|---|---|")
+        print("\n".join(ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--sizes", default=None, help="comma list of tiny, qwen2-0.5b-like, qwen2-1.5b-like")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--modes", default="lora-gc", help=f"comma list of {', '.join(MODES)}, run in this order")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=4, help="examples per step")
     parser.add_argument("--prompt-len", type=int, default=256, help="prompt words (~tokens) per sequence")
     parser.add_argument("--response-len", type=int, default=256, help="response words (~tokens) per sequence")
-    parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--case-timeout", type=int, default=300, help="seconds one case may take")
+    parser.add_argument("--json", type=Path, default=None, help="append each result here as a JSON line")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.case:  # child process: one case, one JSON line
@@ -134,68 +209,23 @@ def main() -> None:
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = (args.sizes or ("qwen2-0.5b-like,qwen2-1.5b-like" if args.device == "cuda" else "tiny")).split(",")
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES)) + sorted(set(args.cases.split(",")) - set(CASES))
+    if unknown:
+        parser.error(f"unknown mode or case: {', '.join(unknown)}")
     results = []
-    for size in sizes:
-        for case in args.cases.split(","):
-            if args.full and case.endswith("live-ref"):
-                continue  # an adapter-disabled reference needs LoRA
-            cmd = [
-                sys.executable,
-                __file__,
-                "--case",
-                case,
-                "--size",
-                size,
-                "--device",
-                args.device,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--batch-size",
-                str(args.batch_size),
-                "--prompt-len",
-                str(args.prompt_len),
-                "--response-len",
-                str(args.response_len),
-                "--threads",
-                str(args.threads),
-            ]
-            if args.full:
-                cmd.append("--full")
-            if args.gradient_checkpointing is not None:
-                cmd.append("--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                result = {"size": size, "case": case, "device": args.device, "error": " | ".join(tail)[:300]}
-            else:
-                result = json.loads(lines[-1][len("RESULT ") :])
-            results.append(result)
-            print(json.dumps(result), file=sys.stderr, flush=True)
-    columns = [
-        "size",
-        "case",
-        "params_m",
-        "lora",
-        "batch",
-        "seq_tokens",
-        "tokens_per_s",
-        "examples_per_s",
-        "step_s",
-        "setup_s",
-        "peak_mem_gib",
-    ]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for r in results:
-        if "error" in r:
-            print(f"| {r['size']} | {r['case']} | error: {r['error']} |")
-        else:
-            print("| " + " | ".join(str(r[c]) for c in columns) + " |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    for mode in modes:
+        for size in sizes:
+            for case in args.cases.split(","):
+                if case.endswith("live-ref") and not mode.startswith("lora"):
+                    continue  # an adapter-disabled reference needs LoRA
+                result = run_child(args, size, mode, case)
+                results.append(result)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                if args.json:
+                    with args.json.open("a") as f:
+                        f.write(json.dumps(result) + "\n")
+    print_tables(results)
 
 
 if __name__ == "__main__":

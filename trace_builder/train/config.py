@@ -43,7 +43,7 @@ class TrainConfig:
     sft_weight: float = 0.0  # IOPO only: weight of the NLL of y1|x1 and y2|x2
     reference: str = "precompute"  # IOPO: precompute | adapter (LoRA only)
     precompute_batch_size: int = 4
-    logprob_chunk_tokens: int = 1024
+    logprob_chunk_tokens: int = 256
     # LoRA (the released config: LoRA on all linear layers)
     lora: bool = True
     lora_r: int = 16

@@ -112,7 +112,7 @@ class IOPOCollator:
 
 
 def group_logps(
-    model: torch.nn.Module, batch: Mapping[str, Any], chunk_tokens: int = 1024
+    model: torch.nn.Module, batch: Mapping[str, Any], chunk_tokens: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over the 4B rows -> summed response log-probs [B, 4] and response token counts [B, 4]."""
     hidden = FinalHiddenStates(model)(model, batch["input_ids"], batch["attention_mask"])
@@ -145,7 +145,7 @@ class IOPOTrainer(Trainer):
         label_smoothing: float = 0.0,
         sft_weight: float = 0.0,
         reference: str = "precompute",
-        logprob_chunk_tokens: int = 1024,
+        logprob_chunk_tokens: int = 256,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)

@@ -27,7 +27,7 @@ def response_token_logps(
     labels: torch.Tensor,
     project: Callable[[torch.Tensor], torch.Tensor],
     *,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int = 256,
     softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the labelled (response) tokens, without full-vocabulary logits for the batch.
@@ -66,7 +66,7 @@ def sequence_logps(
     labels: torch.Tensor,
     project: Callable[[torch.Tensor], torch.Tensor],
     *,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int = 256,
     softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of response-token log-probs per row, and the number of response tokens per row (both [N])."""
