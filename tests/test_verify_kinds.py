@@ -94,7 +94,10 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ("json_valid", {"required_keys": ["email"]}, '{"name": "Ann"}', False),
     ("json_valid", {"required_keys": ["name"]}, '[{"name": "Ann"}]', False),
     ("json_valid", {}, "{'name': 'Ann'}", False),
-    ("json_valid", {}, '```json\n{"姓名": "张三"}\n```', False),
+    # the whole response fenced as ```json: IFEval strips the fence, so strict accepts it
+    ("json_valid", {}, '```json\n{"姓名": "张三"}\n```', True),
+    ("json_valid", {"required_keys": ["a"]}, '```JSON\n{"a": 1}\n```\n', True),
+    ("json_valid", {}, 'Here:\n```json\n{"a": 1}\n```', False),
     # tables
     ("markdown_table", {}, MARKDOWN_DOC, True),
     ("markdown_table", {"min_rows": 2, "min_columns": 3}, MARKDOWN_DOC, True),
@@ -134,6 +137,9 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ("section_count", {"marker": "SECTION", "min": 3}, "SECTION 1\nIntro\nSECTION 2\nBody", False),
     ("section_count", {"marker": "第", "exact": 2}, "**第一部分**\n内容\n第二部分\n内容", True),
     ("section_count", {"marker": "Section", "exact": 1}, "SECTION 1\nsection 2", False),
+    # a response opening with a quote still counts its first section; the marker is a whole word
+    ("section_count", {"marker": "SECTION", "exact": 2}, '"SECTION 1: Intro\nText.\nSECTION 2: End"', True),
+    ("section_count", {"marker": "Part", "exact": 1}, "Part 1\nParticipants are listed.\nPartial data.", True),
     # placeholders
     ("placeholders", {"min_count": 2}, "Dear [name], your order [order id] ships soon.", True),
     ("placeholders", {"min_count": 2}, "See [1] and [docs](https://x.org).", False),
@@ -149,6 +155,9 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ("title", {"style": "《》", "max_length": 4}, "《春晓》\n春眠不觉晓", True),
     ("title", {"style": "《》"}, "<<春晓>>", False),
     ("title", {"style": "any"}, "<<春晓>>", True),
+    ("title", {}, "<< >>\nA poem without a title.", False),
+    ("title", {}, "<< >>\n<<Real Title>>", True),
+    ("title", {"style": "《》"}, "《  》正文", False),
     # postscript
     ("postscript", {}, "Thanks for reading.\n\nP.S. Bring an umbrella.", True),
     ("postscript", {}, "Thanks.\np.s. bring an umbrella", True),
@@ -156,6 +165,8 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ("postscript", {"marker": "P.P.S."}, "Thanks.\nP.S. one\nP.P.S. two", True),
     ("postscript", {"marker": "P.P.S."}, "Thanks.\nP.S. one", False),
     ("postscript", {"marker": "附言"}, "祝好！\n附言：记得带伞。", True),
+    ("postscript", {"marker": "P.P.S"}, "Thanks.\nP.P.S Remember the umbrella.", True),
+    ("postscript", {}, "Thanks.\nPS5 games are fun.", False),
     ("postscript", {"marker": "附言"}, "祝好！记得带伞。", False),
     # citations
     ("numeric_citations", {"min_count": 3}, "As shown [1], and later [2, 3].\n\n[1] A. [2] B. [3] C.", True),
@@ -173,14 +184,46 @@ CASES: list[tuple[str, dict, str, bool]] = [
     ),
     ("response_language", {"language": "fr"}, "Le renard brun saute par-dessus le chien paresseux.", True),
     ("response_language", {"language": "en"}, "```\n12345\n```", False),
+    # languages beyond the core set: any lingua detects, and Kannada / Malayalam by script
+    ("response_language", {"language": "sw"}, "Mazoezi ya mara kwa mara huboresha ubora wa usingizi.", True),
+    ("response_language", {"language": "bn"}, "নিয়মিত ব্যায়াম ঘুমের মান উন্নত করে।", True),
+    ("response_language", {"language": "mr"}, "नियमित व्यायाम झोपेची गुणवत्ता सुधारतो.", True),
+    ("response_language", {"language": "kn"}, "ನಿಯಮಿತ ವ್ಯಾಯಾಮವು ನಿದ್ರೆಯ ಗುಣಮಟ್ಟವನ್ನು ಸುಧಾರಿಸುತ್ತದೆ.", True),
+    ("response_language", {"language": "ml"}, "ನಿಯಮಿತ ವ್ಯಾಯಾಮವು ನಿದ್ರೆಯ ಗುಣಮಟ್ಟವನ್ನು ಸುಧಾರಿಸುತ್ತದೆ.", False),
+    ("response_language", {"language": "nb"}, "Regelmæssig motion forbedrer søvnkvaliteten og mindsker stress.", False),
+    ("response_language", {"language": "ru"}, "Регулярні фізичні вправи покращують якість сну.", False),
     # case
     ("all_lowercase", {}, "everything here is quiet.", True),
     ("all_lowercase", {}, "Everything here is quiet.", False),
-    ("all_lowercase", {}, "全部是中文，没有字母。", True),
+    # case rules need a cased script: Chinese-only text fails them (it cannot follow them)
+    ("all_lowercase", {}, "全部是中文，没有字母。", False),
+    ("all_uppercase", {}, "全部是中文，没有字母。", False),
+    ("all_lowercase", {}, "12345 !!!", False),
     ("all_uppercase", {}, "STOP RIGHT THERE! 停下！", True),
     ("all_uppercase", {}, "STOP right there!", False),
     ("capital_word_count", {"min": 2}, "This is VERY important. READ it.", True),
     ("capital_word_count", {"max": 1}, "This is VERY important. READ it.", False),
+    ("capital_word_count", {"exact": 2}, "The AI's answer is NOT final.", True),
+    ("letter_frequency", {"letter": "e", "exact": 3}, "Eleven bees.", False),
+    ("letter_frequency", {"letter": "e", "exact": 5}, "Eleven bees.", True),
+    ("letter_frequency", {"letter": "E", "exact": 1, "case_sensitive": True}, "Eleven bees.", True),
+    ("letter_frequency", {"letter": "z", "min": 1}, "没有这个字母", False),
+    # several responses
+    ("separated_responses", {}, "First answer.\n******\nSecond answer.", True),
+    ("separated_responses", {}, "Same.\n******\nSame.", False),
+    ("separated_responses", {"count": 3, "separator": "---"}, "一\n---\n二\n---\n三", True),
+    ("separated_responses", {}, "Only one answer.", False),
+    # first word of the n-th paragraph
+    ("paragraph_first_word", {"first_word": "however", "nth": 2}, EN_ESSAY, True),
+    ("paragraph_first_word", {"first_word": "however", "nth": 2, "paragraphs": 2}, EN_ESSAY, False),
+    ("paragraph_first_word", {"first_word": "In", "nth": 3}, EN_ESSAY, True),
+    ("paragraph_first_word", {"first_word": "但", "nth": 2}, ZH_ESSAY, True),
+    ("paragraph_first_word", {"first_word": "Art", "nth": 1}, EN_ESSAY, False),
+    # an answer from given options
+    ("answer_from_options", {"options": ["My answer is yes.", "My answer is no."]}, "My answer is no.", True),
+    ("answer_from_options", {"options": ["yes", "no"]}, "Yes and no.", False),
+    ("answer_from_options", {"options": ["是", "否"], "exact": True}, " 是 ", True),
+    ("answer_from_options", {"options": ["A", "B"], "exact": True}, "A, because", False),
     # openings and endings
     ("starts_with", {"phrase": "Dear team"}, "  dear team,\nhello", True),
     ("starts_with", {"phrase": "Dear team", "case_sensitive": True}, "dear team,", False),
@@ -257,7 +300,7 @@ def test_details_say_what_was_measured() -> None:
 LOOSE_CASES: list[tuple[str, dict, str]] = [
     # strict fails, loose passes
     ("json_valid", {"required_keys": ["a"]}, 'Here is the JSON:\n```json\n{"a": 1}\n```'),
-    ("json_valid", {}, '```\n{"a": 1}\n```'),
+    ("json_valid", {}, 'Sure:\n```\n{"a": 1}\n```\nDone.'),
     ("all_lowercase", {}, "Sure! here you go.\nall lowercase text here."),
     ("starts_with", {"phrase": "My answer"}, "Sure, here it is:\nMy answer is yes."),
     ("ends_with", {"phrase": "Is there anything else?"}, "Is there anything else?\nHope this helps!"),

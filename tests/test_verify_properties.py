@@ -150,6 +150,10 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "highlight_count": {"exact": 1},
     "emoji_present": {},
     "emoji_absent": {},
+    "letter_frequency": {"letter": "a", "max": 3},
+    "separated_responses": {"count": 2},
+    "paragraph_first_word": {"first_word": "ab", "nth": 2},
+    "answer_from_options": {"options": ["a", "你好"]},
 }
 
 

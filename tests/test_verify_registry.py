@@ -192,3 +192,11 @@ def test_kinds_for_dimension() -> None:
     covered = {dim for kind in KINDS.values() for dim in kind.dimensions}
     for dimension in covered:
         assert kinds_for_dimension(dimension) == sorted(kinds_for_dimension(dimension))
+
+
+def test_docs_checks_page_names_every_kind() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "checks.md").read_text(encoding="utf-8")
+    missing = [name for name in KINDS if f"`{name}`" not in page]
+    assert not missing, f"docs/checks.md lacks {missing}"

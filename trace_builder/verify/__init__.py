@@ -19,7 +19,7 @@ from trace_builder.verify.registry import (
 )
 
 # Registration happens on import; the order fixes nothing but keeps families together.
-from trace_builder.verify import counts, keywords, language, structure, style  # noqa: E402,F401  isort: skip
+from trace_builder.verify import answers, counts, keywords, language, structure, style  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "DIMENSION_IDS",

@@ -20,7 +20,8 @@ from trace_builder.verify.text import CJK_CHAR
 Keyword = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
 
 
-def _is_spaced_word_char(char: str) -> bool:
+def is_spaced_word_char(char: str) -> bool:
+    """A letter, digit or underscore of a script written with spaces (where word boundaries exist)."""
     return (char.isalnum() or char == "_") and CJK_CHAR.match(char) is None
 
 
@@ -37,14 +38,14 @@ def find_keyword(
 ) -> list[tuple[int, int]]:
     """Spans where `keyword` occurs, honouring word boundaries for spaced scripts."""
     stripped = keyword.strip()
-    guard_start = whole_word and _is_spaced_word_char(stripped[0])
-    guard_end = whole_word and _is_spaced_word_char(stripped[-1])
+    guard_start = whole_word and is_spaced_word_char(stripped[0])
+    guard_end = whole_word and is_spaced_word_char(stripped[-1])
     spans = []
     for match in _literal_pattern(keyword, case_sensitive).finditer(response):
         start, end = match.span()
-        if guard_start and start > 0 and _is_spaced_word_char(response[start - 1]):
+        if guard_start and start > 0 and is_spaced_word_char(response[start - 1]):
             continue
-        if guard_end and end < len(response) and _is_spaced_word_char(response[end]):
+        if guard_end and end < len(response) and is_spaced_word_char(response[end]):
             continue
         spans.append((start, end))
     return spans

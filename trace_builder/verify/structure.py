@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from trace_builder.verify import text
+from trace_builder.verify.keywords import is_spaced_word_char
 from trace_builder.verify.registry import (
     CountBounds,
     MinCountParams,
@@ -34,18 +35,30 @@ def _fenced_bodies(response: str) -> list[str]:
     return [body for _, body in text.code_blocks(response)]
 
 
+# The whole response is one ``` or ```json block: IFEval's strict JSON check strips that fence
+# (and nothing else), since a model that fences its JSON still answered with JSON only.
+_WHOLE_FENCE = re.compile(r"```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```", re.S | re.I)
+
+
+def unfenced(response: str) -> str:
+    """`response` without a ``` / ```json fence around the whole of it (as IFEval strips it)."""
+    body = response.strip()
+    match = _WHOLE_FENCE.fullmatch(body)
+    return match.group(1) if match else body
+
+
 @register(
     "json_valid",
     JsonParams,
     ("output_format",),
-    "the whole response is valid JSON (loose mode also accepts it in a ```json block); "
-    "optional required top-level keys",
-    "整个回复是合法 JSON（宽松模式允许放在 ```json 代码块中）；可要求顶层包含指定键",
+    "the whole response is valid JSON, optionally wrapped in one ```json fence (loose mode also finds "
+    "a fenced block after a preamble); optional required top-level keys",
+    "整个回复是合法 JSON，可整体放在一个 ```json 代码块中（宽松模式还允许代码块前后有说明文字）；可要求顶层包含指定键",
     extra_loose_variants=_fenced_bodies,
 )
 def check_json_valid(response: str, required_keys: list[str] | None = None) -> Verdict:
     try:
-        value = json.loads(response)
+        value = json.loads(unfenced(response))
     except ValueError as error:
         return Verdict(False, f"not valid JSON: {error}")
     if not required_keys:
@@ -240,20 +253,65 @@ class SectionParams(CountBounds):
     marker: NonBlank = Field(description='word that opens each section, e.g. "SECTION" or "Part"')
 
 
-_LINE_LEAD = re.compile(r"^[\s#>*_]*")
+# What may stand before an opening word on its line: markdown (#, >, **, _) and opening quotes
+# or brackets, since a response often opens with a quote ('"SECTION 1: ...').
+_OPENING_MARKUP = re.compile(r"^[\s#>*_\"'“‘「『(\[]*")
+
+
+def opens_with(line: str, word: str, case_sensitive: bool = True) -> bool:
+    """`line`, past its markdown and quotes, starts with `word` as a whole word ("Part" not "Participants")."""
+    body = _OPENING_MARKUP.sub("", line)
+    if not case_sensitive:
+        body, word = body.casefold(), word.casefold()
+    if not body.startswith(word):
+        return False
+    after = body[len(word) : len(word) + 1]
+    # CJK words ("第", "首先") have no word boundary; one ending in a letter or digit needs one.
+    return not (after and is_spaced_word_char(word[-1]) and is_spaced_word_char(after))
 
 
 @register(
     "section_count",
     SectionParams,
     ("hierarchical_structure", "template", "numerical"),
-    'number of sections, each opened by a line that starts with marker (e.g. "SECTION 1"); '
-    "case-sensitive, markdown # or ** before it allowed",
-    "以 marker 开头的行（如 “SECTION 1”、“第1部分”）开启的部分数；区分大小写，允许前面有 # 或 **",
+    'number of sections, each opened by a line that starts with marker as a whole word (e.g. "SECTION 1"); '
+    "case-sensitive, markdown # or ** and opening quotes before it allowed",
+    "以 marker（完整的词）开头的行（如 “SECTION 1”、“第1部分”）开启的部分数；区分大小写，允许前面有 #、** 或引号",
 )
 def check_section_count(response: str, marker: str, **bounds: int | None) -> Verdict:
-    count = sum(1 for line in text.lines_outside_code(response) if _LINE_LEAD.sub("", line).startswith(marker))
+    count = sum(1 for line in text.lines_outside_code(response) if opens_with(line, marker.strip()))
     return within_bounds(count, f"sections opened by {marker!r}", **bounds)
+
+
+class ParagraphFirstWordParams(Params):
+    first_word: NonBlank = Field(description='the word the paragraph starts with, e.g. "However" or "首先"')
+    nth: int = Field(ge=1, le=50, description="which paragraph, 1 = the first")
+    paragraphs: int | None = Field(default=None, ge=1, le=50, description="the response has exactly this many")
+
+    @model_validator(mode="after")
+    def _nth_exists(self) -> ParagraphFirstWordParams:
+        if self.paragraphs is not None and self.nth > self.paragraphs:
+            raise ValueError("nth is greater than paragraphs")
+        return self
+
+
+@register(
+    "paragraph_first_word",
+    ParagraphFirstWordParams,
+    ("hierarchical_structure", "template", "text_pattern"),
+    "paragraph nth (blank-line separated, 1 = first) starts with first_word (any case); "
+    "optionally exactly `paragraphs` paragraphs",
+    "第 nth 段（以空行分段，1 为第一段）以 first_word 开头（不区分大小写）；可要求恰好 paragraphs 段",
+)
+def check_paragraph_first_word(response: str, first_word: str, nth: int, paragraphs: int | None = None) -> Verdict:
+    found = text.paragraphs(response)
+    if paragraphs is not None and len(found) != paragraphs:
+        return Verdict(False, f"{len(found)} paragraphs, expected exactly {paragraphs}")
+    if nth > len(found):
+        return Verdict(False, f"{len(found)} paragraphs, no paragraph {nth}")
+    paragraph = found[nth - 1]
+    passed = opens_with(paragraph, first_word.strip(), case_sensitive=False)
+    return Verdict(passed, f"paragraph {nth} starts {paragraph[: len(first_word) + 12]!r}, expected {first_word!r}")
 
 
 # --- template pieces -------------------------------------------------------------------
@@ -275,10 +333,11 @@ def check_placeholders(response: str, min_count: int = 1) -> Verdict:
     return Verdict(len(found) >= min_count, f"{len(found)} placeholders, expected at least {min_count}")
 
 
+# A title holds at least one non-space character: "<< >>" is no title (IFEval strips it and fails).
 _TITLE_PATTERNS = {
-    "<<>>": re.compile(r"<<([^<>\n]+)>>"),
-    "《》": re.compile(r"《([^《》\n]+)》"),
-    "any": re.compile(r"<<([^<>\n]+)>>|《([^《》\n]+)》"),
+    "<<>>": re.compile(r"<<([^<>\n]*[^<>\s][^<>\n]*)>>"),
+    "《》": re.compile(r"《([^《》\n]*[^《》\s][^《》\n]*)》"),
+    "any": re.compile(r"<<([^<>\n]*[^<>\s][^<>\n]*)>>|《([^《》\n]*[^《》\s][^《》\n]*)》"),
 }
 
 
@@ -332,10 +391,11 @@ class PostscriptParams(Params):
 
 
 def postscript_pattern(marker: str) -> re.Pattern[str]:
-    """A line starting with the marker; "P.S." also matches "p.s.", "P. S." and "PS:"."""
+    """A line starting with the marker; "P.S." also matches "p.s.", "P. S", "PS:"; "P.P.S" matches "P.P.S Remember"."""
     letters = [re.escape(char) for char in marker.strip() if char != "."]
     if marker.strip().replace(".", "").isascii() and "." in marker:
-        body = r"\.?\s?".join(letters) + r"(?:\.|:|：)"
+        # The dots are optional, so the marker must end at a word boundary: "PS5" is no postscript.
+        body = r"\.?\s?".join(letters) + r"(?:[.:：]|(?![A-Za-z0-9]))"
     else:
         body = re.escape(marker.strip())
     return re.compile(r"^[\s*_>#]*" + body, re.M | re.I)

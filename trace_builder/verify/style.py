@@ -24,47 +24,94 @@ Phrase = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=
 
 # --- letter case -----------------------------------------------------------------------
 
+# A case rule only means something for text in a cased script (Latin, Cyrillic, Greek, ...).
+# Text whose letters are mostly uncased (Chinese, Japanese, Arabic, Hindi, ...) cannot follow
+# "write in all lowercase", so the case kinds fail it rather than pass it vacuously.
+CASED_MIN_SHARE = 0.5
+
+
+def cased_share(response: str) -> float | None:
+    """Share of the letters that have case (a != A); None when there are no letters."""
+    letters = [char for char in response if char.isalpha()]
+    if not letters:
+        return None
+    return sum(1 for char in letters if char.lower() != char.upper()) / len(letters)
+
+
+def _case_not_applicable(response: str) -> Verdict | None:
+    share = cased_share(response)
+    if share is None:
+        return Verdict(False, "no letters: a case rule does not apply")
+    if share < CASED_MIN_SHARE:
+        return Verdict(False, f"only {share:.0%} of letters are cased: the text is not in a cased script")
+    return None
+
 
 @register(
     "all_lowercase",
     NoParams,
     ("text_pattern",),
-    "no uppercase letter anywhere (text without cased letters, e.g. Chinese, passes)",
-    "不含任何大写字母（没有大小写之分的文字，如中文，视为满足）",
+    "no uppercase letter anywhere; the text must be in a cased script (Chinese-only text fails)",
+    "不含任何大写字母；文本须主要使用有大小写之分的文字（纯中文不满足）",
 )
 def check_all_lowercase(response: str) -> Verdict:
     count = sum(map(str.isupper, response))
     if count:
         first = next(char for char in response if char.isupper())
         return Verdict(False, f"{count} uppercase letters, first {first!r}")
-    return Verdict(True, "no uppercase letters")
+    return _case_not_applicable(response) or Verdict(True, "no uppercase letters")
 
 
 @register(
     "all_uppercase",
     NoParams,
     ("text_pattern",),
-    "no lowercase letter anywhere (text without cased letters, e.g. Chinese, passes)",
-    "不含任何小写字母（没有大小写之分的文字，如中文，视为满足）",
+    "no lowercase letter anywhere; the text must be in a cased script (Chinese-only text fails)",
+    "不含任何小写字母；文本须主要使用有大小写之分的文字（纯中文不满足）",
 )
 def check_all_uppercase(response: str) -> Verdict:
     count = sum(map(str.islower, response))
     if count:
         first = next(char for char in response if char.islower())
         return Verdict(False, f"{count} lowercase letters, first {first!r}")
-    return Verdict(True, "no lowercase letters")
+    return _case_not_applicable(response) or Verdict(True, "no lowercase letters")
+
+
+def is_capital_word(word: str) -> bool:
+    """All letters uppercase, a possessive or contraction tail aside ("AI's", "DON'T"), as a tokenizer splits it."""
+    head = word.replace("’", "'").split("'")[0]
+    return head.isupper()
 
 
 @register(
     "capital_word_count",
     CountBounds,
     ("text_pattern", "numerical"),
-    'number of words written entirely in capitals (e.g. "NOTE", "AI"; "I" counts)',
+    'number of words written entirely in capitals (e.g. "NOTE", "AI", "AI\'s"; "I" counts)',
     "全大写单词的数量（如 “NOTE”、“AI”）",
 )
 def check_capital_word_count(response: str, **bounds: int | None) -> Verdict:
-    count = sum(1 for word in text.words(response) if word.isupper())
+    count = sum(1 for word in text.words(response) if is_capital_word(word))
     return within_bounds(count, "all-capital words", **bounds)
+
+
+class LetterFrequencyParams(CountBounds):
+    letter: Annotated[str, StringConstraints(min_length=1, max_length=1, pattern=r"^[^\W\d_]$")] = Field(
+        description="one letter, e.g. q"
+    )
+    case_sensitive: bool = False
+
+
+@register(
+    "letter_frequency",
+    LetterFrequencyParams,
+    ("text_pattern", "numerical"),
+    "how many times a letter occurs (min/max/exact), any case unless case_sensitive",
+    "某个字母出现的次数（min/max/exact），默认不区分大小写",
+)
+def check_letter_frequency(response: str, letter: str, case_sensitive: bool = False, **bounds: int | None) -> Verdict:
+    count = response.count(letter) if case_sensitive else response.lower().count(letter.lower())
+    return within_bounds(count, f"letters {letter!r}", **bounds)
 
 
 # --- openings and endings --------------------------------------------------------------
