@@ -9,17 +9,29 @@ from pathlib import Path
 import pandas as pd
 
 from trace_builder.errors import UserError
-from trace_builder.records import SYSTEM_PROMPT, build_user_prompt, number_constraints
+from trace_builder.records import FINAL_SCHEMAS, SYSTEM_PROMPT, build_user_prompt, number_constraints
 from trace_builder.store import read_parquet_dir
 from trace_builder.taxonomy import dimension_for_label
+from trace_builder.train.data import dpo_records, sft_records
 
 FORMATS = ("trace-jsonl", "llamafactory", "trl")
+SPLITS = tuple(FINAL_SCHEMAS)
+# pairs: each IOPO group as two preference pairs, (x1: y1 > y2) and (x2: y2 > y1): what stock DPO
+# trainers read. fork: one row with x1 and x2 as two consecutive human turns, chosen y1, rejected
+# y2: the layout of the IOPO authors' LLaMA-Factory fork, which stock LLaMA-Factory rejects.
+IOPO_LAYOUTS = ("pairs", "fork")
+# The splits each format writes (trace-jsonl: the one asked for).
+FORMAT_SPLITS = {"llamafactory": SPLITS, "trl": SPLITS}
 
 
-def _load(run_dir: Path, name: str) -> pd.DataFrame:
-    frame = read_parquet_dir(run_dir / "final" / name)
-    if frame.empty and not (run_dir / "final" / name).is_dir():
-        raise UserError(f"{run_dir}/final/{name} does not exist: run `trace-build run --out {run_dir}` first")
+def load_split(run_dir: Path, name: str) -> pd.DataFrame:
+    """One final split; a split folder that is missing from a finished run reads as 0 rows."""
+    final = run_dir / "final"
+    if not final.is_dir():
+        raise UserError(f"{final} does not exist: run `trace-build run --out {run_dir}` first")
+    frame = read_parquet_dir(final / name)
+    if frame.empty:
+        return FINAL_SCHEMAS[name].empty_table().to_pandas()
     return frame
 
 
@@ -33,6 +45,10 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> int:
             count += 1
     tmp.replace(path)
     return count
+
+
+def _rows(frame: pd.DataFrame) -> list[dict]:
+    return frame.to_dict("records")
 
 
 def trace_record(row: dict) -> dict:
@@ -60,104 +76,145 @@ def trace_record(row: dict) -> dict:
     }
 
 
-def export_trace_jsonl(run_dir: Path, dest: Path, dataset: str = "eval") -> dict[str, int]:
-    frame = _load(run_dir, dataset)
-    return {str(dest): _write_jsonl(dest, (trace_record(r) for r in frame.to_dict("records")))}
+def trace_split_record(row: dict, split: str) -> dict:
+    """The official layout for any split: sft rows end their messages with the answer (a chat SFT row).
 
-
-def export_llamafactory(run_dir: Path, dest: Path) -> dict[str, int]:
-    """sharegpt files + dataset_info.json; IOPO in the released two-human-turn layout.
-
-    IOPO: conversations [x1, x2] (two consecutive human turns), chosen = y1, rejected = y2,
-    as the authors' data has it (y2 is the right answer for x2, despite the name).
+    dpo and iopo rows give their instruction x1 only: the layout has no place for a pair.
     """
+    record = trace_record(row)
+    if split == "sft":
+        record["messages"].append({"role": "assistant", "content": row["response"]})
+    return record
+
+
+def iopo_pairs(row: dict) -> list[dict]:
+    """An IOPO group as its two preference pairs: (x1: y1 > y2) and (x2: y2 > y1)."""
+    return [
+        {"id": f"{row['id']}-x1", "prompt": row["prompt"], "chosen": row["response"], "rejected": row["response_2"]},
+        {"id": f"{row['id']}-x2", "prompt": row["prompt_2"], "chosen": row["response_2"], "rejected": row["response"]},
+    ]
+
+
+def _preference_rows(split: str, frame: pd.DataFrame) -> list[dict]:
+    """prompt / chosen / rejected rows of dpo, or of iopo laid out as pairs."""
+    if split == "iopo":
+        return [pair for row in _rows(frame) for pair in iopo_pairs(row)]
+    return _rows(frame)
+
+
+# --- LLaMA-Factory: sharegpt files + dataset_info.json (its data/README.md schema) ---
+
+_SHAREGPT = {"formatting": "sharegpt", "columns": {"messages": "conversations", "system": "system"}}
+_SHAREGPT_RANKING = {
+    "formatting": "sharegpt",
+    "ranking": True,
+    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+}
+
+
+def _human(text: str) -> dict:
+    return {"from": "human", "value": text}
+
+
+def _gpt(text: str) -> dict:
+    return {"from": "gpt", "value": text}
+
+
+def llamafactory_sft_row(prompt: str, response: str) -> dict:
+    return {"conversations": [_human(prompt), _gpt(response)], "system": SYSTEM_PROMPT}
+
+
+def llamafactory_ranking_row(prompt: str, chosen: str, rejected: str) -> dict:
+    return {
+        "conversations": [_human(prompt)],
+        "chosen": _gpt(chosen),
+        "rejected": _gpt(rejected),
+        "system": SYSTEM_PROMPT,
+    }
+
+
+def llamafactory_fork_row(row: dict) -> dict:
+    """The IOPO fork's layout: x1 and x2 as two human turns, chosen y1, rejected y2 (y2 is right for x2)."""
+    return {
+        "conversations": [_human(row["prompt"]), _human(row["prompt_2"])],
+        "chosen": _gpt(row["response"]),
+        "rejected": _gpt(row["response_2"]),
+        "system": SYSTEM_PROMPT,
+    }
+
+
+def export_llamafactory(frames: dict[str, pd.DataFrame], dest: Path, iopo_layout: str) -> dict[str, int]:
+    """trace_{sft,dpo,iopo,eval}.jsonl + dataset_info.json; IOPO as pairs, or `trace_iopo_fork` in the fork layout."""
     dest.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[Iterable[dict], dict]] = {
+        "trace_sft": ((llamafactory_sft_row(r["prompt"], r["response"]) for r in _rows(frames["sft"])), _SHAREGPT),
+        "trace_eval": ((llamafactory_sft_row(r["prompt"], r["response"]) for r in _rows(frames["eval"])), _SHAREGPT),
+        "trace_dpo": (
+            (llamafactory_ranking_row(r["prompt"], r["chosen"], r["rejected"]) for r in _rows(frames["dpo"])),
+            _SHAREGPT_RANKING,
+        ),
+    }
+    if iopo_layout == "fork":
+        files["trace_iopo_fork"] = ((llamafactory_fork_row(r) for r in _rows(frames["iopo"])), _SHAREGPT_RANKING)
+    else:
+        pairs = _preference_rows("iopo", frames["iopo"])
+        files["trace_iopo"] = (
+            (llamafactory_ranking_row(p["prompt"], p["chosen"], p["rejected"]) for p in pairs),
+            _SHAREGPT_RANKING,
+        )
     written, info = {}, {}
-    sft = _load(run_dir, "sft")
-    written["trace_sft.jsonl"] = _write_jsonl(
-        dest / "trace_sft.jsonl",
-        (
-            {
-                "conversations": [{"from": "human", "value": r["prompt"]}, {"from": "gpt", "value": r["response"]}],
-                "system": SYSTEM_PROMPT,
-            }
-            for r in sft.to_dict("records")
-        ),
-    )
-    info["trace_sft"] = {
-        "file_name": "trace_sft.jsonl",
-        "formatting": "sharegpt",
-        "columns": {"messages": "conversations", "system": "system"},
-    }
-    dpo = _load(run_dir, "dpo")
-    written["trace_dpo.jsonl"] = _write_jsonl(
-        dest / "trace_dpo.jsonl",
-        (
-            {
-                "conversations": [{"from": "human", "value": r["prompt"]}],
-                "chosen": {"from": "gpt", "value": r["chosen"]},
-                "rejected": {"from": "gpt", "value": r["rejected"]},
-                "system": SYSTEM_PROMPT,
-            }
-            for r in dpo.to_dict("records")
-        ),
-    )
-    info["trace_dpo"] = {
-        "file_name": "trace_dpo.jsonl",
-        "formatting": "sharegpt",
-        "ranking": True,
-        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
-    }
-    iopo = _load(run_dir, "iopo")
-    written["trace_iopo.jsonl"] = _write_jsonl(
-        dest / "trace_iopo.jsonl",
-        (
-            {
-                "conversations": [{"from": "human", "value": r["prompt"]}, {"from": "human", "value": r["prompt_2"]}],
-                "chosen": {"from": "gpt", "value": r["response"]},
-                "rejected": {"from": "gpt", "value": r["response_2"]},
-                "system": SYSTEM_PROMPT,
-            }
-            for r in iopo.to_dict("records")
-        ),
-    )
-    info["trace_iopo"] = dict(info["trace_dpo"], file_name="trace_iopo.jsonl")
+    for name, (records, entry) in files.items():
+        written[f"{name}.jsonl"] = _write_jsonl(dest / f"{name}.jsonl", records)
+        info[name] = {"file_name": f"{name}.jsonl", **entry}
     (dest / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
     return written
 
 
-def export_trl(run_dir: Path, dest: Path) -> dict[str, int]:
-    """Conversational TRL files: sft (prompt/completion), dpo and iopo (prompt/chosen/rejected)."""
+def export_trl(frames: dict[str, pd.DataFrame], dest: Path) -> dict[str, int]:
+    """Conversational TRL files: sft and eval (prompt/completion), dpo and iopo pairs (prompt/chosen/rejected)."""
     dest.mkdir(parents=True, exist_ok=True)
-
-    def user(text: str) -> list[dict]:
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
-
-    def assistant(text: str) -> list[dict]:
-        return [{"role": "assistant", "content": text}]
-
-    written = {}
-    sft = _load(run_dir, "sft")
-    written["sft.jsonl"] = _write_jsonl(
-        dest / "sft.jsonl",
-        ({"prompt": user(r["prompt"]), "completion": assistant(r["response"])} for r in sft.to_dict("records")),
-    )
-    dpo = _load(run_dir, "dpo")
-    written["dpo.jsonl"] = _write_jsonl(
-        dest / "dpo.jsonl",
-        (
-            {"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"])}
-            for r in dpo.to_dict("records")
-        ),
-    )
-    return written
+    files = {
+        "sft.jsonl": sft_records(_rows(frames["sft"]), SYSTEM_PROMPT),
+        "eval.jsonl": sft_records(_rows(frames["eval"]), SYSTEM_PROMPT),
+        "dpo.jsonl": dpo_records(_preference_rows("dpo", frames["dpo"]), SYSTEM_PROMPT),
+        "iopo.jsonl": dpo_records(_preference_rows("iopo", frames["iopo"]), SYSTEM_PROMPT),
+    }
+    return {name: _write_jsonl(dest / name, records) for name, records in files.items()}
 
 
-def export(run_dir: Path, fmt: str, dest: Path) -> dict[str, int]:
+def check_options(fmt: str, split: str, iopo_layout: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if iopo_layout not in IOPO_LAYOUTS:
+        raise UserError(f"unknown IOPO layout {iopo_layout!r}: use one of {', '.join(IOPO_LAYOUTS)}")
+    if iopo_layout == "fork" and fmt != "llamafactory":
+        raise UserError("--iopo-layout fork is the IOPO LLaMA-Factory fork's layout: use it with --format llamafactory")
+
+
+def export(
+    run_dir: Path,
+    fmt: str,
+    dest: Path,
+    *,
+    split: str = "eval",
+    iopo_layout: str = "pairs",
+    allow_empty: bool = False,
+) -> dict[str, int]:
+    """Write the export; file name -> rows. Refuses (writing nothing) when a split it reads has no rows,
+    unless `allow_empty`."""
+    check_options(fmt, split, iopo_layout)
+    names = FORMAT_SPLITS.get(fmt, (split,))
+    frames = {name: load_split(run_dir, name) for name in names}
+    empty = [name for name, frame in frames.items() if frame.empty]
+    if empty and not allow_empty:
+        raise UserError(
+            f"final/{', final/'.join(empty)} of {run_dir} has no rows: nothing written; "
+            "build more rows, or pass --allow-empty to write empty files"
+        )
     if fmt == "trace-jsonl":
-        return export_trace_jsonl(run_dir, dest)
+        return {str(dest): _write_jsonl(dest, (trace_split_record(r, split) for r in _rows(frames[split])))}
     if fmt == "llamafactory":
-        return export_llamafactory(run_dir, dest)
-    if fmt == "trl":
-        return export_trl(run_dir, dest)
-    raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+        return export_llamafactory(frames, dest, iopo_layout)
+    return export_trl(frames, dest)

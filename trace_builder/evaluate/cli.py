@@ -129,6 +129,10 @@ def _print_summary(outcome, out: Path) -> None:
         f"IF-S {pct(m['if_s'])} {ci(m['if_s'])}   IF-M {pct(m['if_m'])} {ci(m['if_m'])}   "
         f"IF {pct(m['overall'])}   CSR {pct(m['csr'])}   ({m['items']['judged']}/{m['items']['total']} judged)"
     )
+    if len(m.get("by_language", {})) > 1:
+        console.print(
+            "   ".join(f"{lang} {pct(r)} {ci(r)}" for lang, r in m["by_language"].items()) + "   (IF by language)"
+        )
     if m["items"]["failure_reasons"]:
         reasons = ", ".join(f"{k} x{v}" for k, v in m["items"]["failure_reasons"].items())
         console.print(f"[yellow]left out of the rates:[/yellow] {reasons}")
@@ -144,10 +148,12 @@ def compare_command(
     html: Path | None = typer.Option(None, "--html", help="also write the comparison as a self-contained HTML page"),
 ) -> None:
     """Put several eval runs side by side (e.g. SFT vs DPO vs IOPO)."""
-    from trace_builder.evaluate.compare import comparison_table, load_runs, render_comparison_html
+    from trace_builder.evaluate.compare import comparison_table, load_runs, paired_table, render_comparison_html
 
     runs = load_runs(folders)
     Console().print(comparison_table(runs))
+    if len(runs) > 1:
+        Console().print(paired_table(runs))
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(render_comparison_html(runs), encoding="utf-8")

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from trace_builder.errors import UserError
+from trace_builder.evaluate.metrics import PAIRED_METRICS, paired_bootstrap
 from trace_builder.evaluate.report import (
     HEADLINE,
     Run,
@@ -19,7 +20,9 @@ from trace_builder.evaluate.report import (
     html_table,
     pct,
 )
-from trace_builder.evaluate.results import run_from_folder
+from trace_builder.evaluate.results import item_result, run_from_folder
+
+PAIRED_RESAMPLES = 10_000
 
 
 def load_runs(folders: Sequence[Path]) -> list[Run]:
@@ -30,7 +33,7 @@ def load_runs(folders: Sequence[Path]) -> list[Run]:
     names = [r.name for r in runs]
     if len(set(names)) < len(names):
         runs = [
-            Run(f"{Path(f).resolve().parent.name}/{r.name}", r.metrics, r.model, r.judge, r.data)
+            Run(f"{Path(f).resolve().parent.name}/{r.name}", r.metrics, r.model, r.judge, r.data, r.settings, r.items)
             for f, r in zip(folders, runs)
         ]
     return runs
@@ -72,6 +75,51 @@ def comparison_rows(runs: Sequence[Run]) -> list[list[str]]:
     return rows
 
 
+def paired_tests(runs: Sequence[Run], resamples: int = PAIRED_RESAMPLES) -> list[tuple[str, dict]]:
+    """Each later run against the first, per headline metric, on the items both judged."""
+    if len(runs) < 2:
+        return []
+    base = [item_result(item) for item in runs[0].items]
+    tests = []
+    for run in runs[1:]:
+        other = [item_result(item) for item in run.items]
+        tests += [(run.name, paired_bootstrap(base, other, metric, resamples=resamples)) for metric in PAIRED_METRICS]
+    return tests
+
+
+def paired_rows(runs: Sequence[Run], resamples: int = PAIRED_RESAMPLES) -> list[list[str]]:
+    """Each later run minus the first: metric, difference in points with its 95% CI, p-value, items paired."""
+    labels = dict(HEADLINE)
+    rows = []
+    for name, test in paired_tests(runs, resamples):
+        if test["difference"] is None:
+            rows.append([name, labels[test["metric"]], "–", "–", "–", str(test["paired_items"])])
+            continue
+        rows.append(
+            [
+                name,
+                labels[test["metric"]],
+                f"{100 * test['difference']:+.1f}",
+                f"[{100 * test['low']:+.1f}, {100 * test['high']:+.1f}]",
+                f"{test['p_value']:.3g}",
+                str(test["paired_items"]),
+            ]
+        )
+    return rows
+
+
+PAIRED_HEADER = ["run", "metric", "Δ points", "95% CI", "p", "paired items"]
+
+
+def paired_table(runs: Sequence[Run]) -> Table:
+    table = Table(title=f"Each run minus {runs[0].name}: paired bootstrap on shared items, two-sided p")
+    for column in PAIRED_HEADER:
+        table.add_column(column, justify="left" if column in ("run", "metric") else "right", no_wrap=True)
+    for row in paired_rows(runs):
+        table.add_row(*row)
+    return table
+
+
 def comparison_table(runs: Sequence[Run]) -> Table:
     table = Table(title="TRACE eval comparison (%, 95% CI)", show_lines=False)
     table.add_column("metric")
@@ -99,6 +147,13 @@ def render_comparison_html(runs: Sequence[Run]) -> str:
         "<h2>All metrics</h2>",
         html_table(["metric"] + [r.name for r in runs], comparison_rows(runs)),
     ]
+    if len(runs) > 1:
+        body += [
+            f"<h2>Paired bootstrap against {runs[0].name}</h2>",
+            '<p class="note">On the items both runs judged, resampled together '
+            f"({PAIRED_RESAMPLES} resamples); two-sided p-value of no difference.</p>",
+            html_table(PAIRED_HEADER, paired_rows(runs)),
+        ]
     judges = {r.judge for r in runs}
     if len(judges) > 1:
         body.insert(

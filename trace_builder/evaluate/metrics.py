@@ -4,11 +4,17 @@ An instruction is followed when every one of its constraints scores 10 (TRACE.md
 Items whose answer or judgement failed are counted apart and left out of every rate:
 a judge timeout says nothing about the model under test, so it must not count as a zero.
 
-Confidence intervals come from one nonparametric bootstrap over the judged items
-(percentile method): every resample draws the items with replacement, and each metric
-is recomputed on it as a ratio of sums, so a subgroup rate (IF-S, one dimension's CSR)
-varies with how many of its items a resample happens to hold, as it would in a new draw
-of the evaluation set.
+Confidence intervals: an instruction-level rate (IF-S, IF-M, per count, language, dimension)
+is a share of independent items, so it gets the Wilson score interval, which stays honest
+at small n (0 of 2 followed gives [0, 66%], where a percentile bootstrap says [0, 0]).
+A constraint-level rate (CSR) pools constraints that share an item, so its interval comes
+from one nonparametric bootstrap over the judged items (percentile method: every resample
+draws items with replacement and recomputes the ratio of sums), widened where needed to
+the Wilson interval of its hits / n, which keeps it from collapsing when every constraint
+scored alike. The mean score keeps the plain bootstrap interval.
+
+`paired_bootstrap` compares two runs on the items both judged: the same resampled items
+for both, a percentile interval of the difference and a two-sided p-value.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -106,6 +113,26 @@ def ratio_estimates(
     return out
 
 
+def wilson_interval(hits: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion hits / n (n > 0)."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = hits / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def with_wilson(entry: dict[str, Any], confidence: float, widen_only: bool) -> dict[str, Any]:
+    """`entry` with the Wilson interval of its hits / n, or (widen_only) its interval widened to contain it."""
+    if entry["value"] is None or entry["n"] <= 0:
+        return entry
+    low, high = wilson_interval(entry["hits"], entry["n"], confidence)
+    if widen_only:
+        low, high = min(low, entry["low"]), max(high, entry["high"])
+    return {**entry, "low": low, "high": high}
+
+
 def _as_counts(entry: dict[str, Any]) -> dict[str, Any]:
     # Counts of items / constraints are whole numbers; keep the JSON free of '12.0'.
     return {**entry, "hits": int(round(entry["hits"])), "n": int(round(entry["n"]))}
@@ -179,6 +206,10 @@ def compute_metrics(
     )
     weights = bootstrap_weights(n, resamples, seed)
     estimates = dict(zip(names, ratio_estimates(numerators, denominators, weights, confidence)))
+    for name in item_groups:
+        estimates[name] = with_wilson(estimates[name], confidence, widen_only=False)
+    for name in constraint_groups:
+        estimates[name] = with_wilson(estimates[name], confidence, widen_only=True)
     est = {k: _as_counts(v) for k, v in estimates.items() if k != "mean_score"}
     mean_score = {k: v for k, v in estimates["mean_score"].items() if k not in ("hits",)}
     mean_score["n"] = int(round(mean_score["n"]))
@@ -209,4 +240,75 @@ def compute_metrics(
             "confidence": confidence,
             "method": "percentile, items resampled",
         },
+        "intervals": {
+            "instructions": "Wilson score",
+            "constraints": "percentile bootstrap over items, widened to the Wilson interval",
+            "mean_score": "percentile bootstrap over items",
+        },
+    }
+
+
+# The rates a paired comparison tests, each a ratio of per-item sums (numerator, denominator).
+PAIRED_METRICS = ("overall", "if_s", "if_m", "csr")
+
+
+def item_fraction(result: ItemResult, metric: str) -> tuple[float, float]:
+    """One judged item's share of `metric`: (numerator, denominator) of its ratio of sums."""
+    count, followed = result.constraint_count, float(result.followed)
+    if metric == "overall":
+        return followed, 1.0
+    if metric == "if_s":
+        return followed * (count == 1), float(count == 1)
+    if metric == "if_m":
+        return followed * (count > 1), float(count > 1)
+    if metric == "csr":
+        return float(sum(s >= FULL_MARKS for s in result.scores)), float(count)
+    raise ValueError(f"no paired test for {metric!r}: use one of {', '.join(PAIRED_METRICS)}")
+
+
+def _judged_by_id(results: Sequence[ItemResult]) -> dict[str, ItemResult]:
+    return {r.id: r for r in results if r.status == OK and r.scores is not None}
+
+
+def paired_bootstrap(
+    base: Sequence[ItemResult],
+    other: Sequence[ItemResult],
+    metric: str = "overall",
+    resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """other - base on the items both runs judged, resampling the same items for both.
+
+    The p-value is two-sided, from the bootstrap distribution shifted to the null of no
+    difference: the share of resampled differences at least as far from the observed one
+    as the observed one is from 0 (with the +1 correction, so it is never exactly 0).
+    """
+    a, b = _judged_by_id(base), _judged_by_id(other)
+    ids = sorted(set(a) & set(b))
+    columns = np.array([item_fraction(a[i], metric) + item_fraction(b[i], metric) for i in ids]).reshape(-1, 4)
+    num_a, den_a, num_b, den_b = columns.T
+    out: dict[str, Any] = {"metric": metric, "paired_items": len(ids), "resamples": resamples, "seed": seed}
+    if not ids or den_a.sum() <= 0:
+        return {**out, "base": None, "other": None, "difference": None, "low": None, "high": None, "p_value": None}
+    rate_a, rate_b = num_a.sum() / den_a.sum(), num_b.sum() / den_b.sum()
+    difference = float(rate_b - rate_a)
+    weights = bootstrap_weights(len(ids), resamples, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resampled = (weights @ num_b) / (weights @ den_b) - (weights @ num_a) / (weights @ den_a)
+    resampled = resampled[~np.isnan(resampled)]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    if difference == 0:
+        p_value = 1.0
+    else:
+        p_value = (1 + np.sum(np.abs(resampled - difference) >= abs(difference))) / (resampled.size + 1)
+    return {
+        **out,
+        "base": float(rate_a),
+        "other": float(rate_b),
+        "difference": difference,
+        "low": float(low),
+        "high": float(high),
+        "p_value": float(p_value),
     }

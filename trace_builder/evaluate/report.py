@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trace_builder.taxonomy import get_dimension
@@ -16,13 +16,15 @@ HEADLINE = (("if_s", "IF-S"), ("if_m", "IF-M"), ("overall", "IF (all)"), ("csr",
 
 @dataclass(frozen=True)
 class Run:
-    """One evaluation's metrics and the facts that name it."""
+    """One evaluation's metrics, the facts that name it, its settings and its judged items."""
 
     name: str
     metrics: dict[str, Any]
     model: str = ""
     judge: str = ""
     data: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # run.json's eval config
+    items: tuple[dict[str, Any], ...] = ()  # judgement rows (evaluate/stages.JUDGEMENT_SCHEMA)
 
 
 def pct(rate: dict[str, Any] | None) -> str:
@@ -89,6 +91,69 @@ def dimension_rows(metrics: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def language_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    return [[lang, pct(r), ci(r), f"{r['hits']}/{r['n']}"] for lang, r in metrics.get("by_language", {}).items()]
+
+
+def flatten_settings(settings: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as (dotted key, value) pairs, in their order."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs += flatten_settings(value, name + ".")
+        elif isinstance(value, list):
+            pairs.append((name, ", ".join(str(v) for v in value)))
+        else:
+            pairs.append((name, "–" if value is None or value == {} else str(value)))
+    return pairs
+
+
+def settings_rows(run: Run) -> list[list[str]]:
+    return [[key, value] for key, value in flatten_settings(run.settings)]
+
+
+def verdict(item: dict[str, Any]) -> str:
+    if item.get("status") != "ok":
+        return f"{item.get('status')}: {item.get('reason') or 'unknown'}"
+    return "followed" if item.get("followed") else "not followed"
+
+
+def _texts(value: Any) -> list:
+    return [] if value is None else list(value)
+
+
+def item_rows(items: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row per item: id, language, constraint count, verdict, the scores in constraint order."""
+    return [
+        [
+            str(item["id"]),
+            str(item.get("language") or ""),
+            str(len(_texts(item.get("constraints")))),
+            verdict(item),
+            " ".join(str(s) for s in _texts(item.get("scores"))) or "–",
+        ]
+        for item in items
+    ]
+
+
+def constraint_rows(item: dict[str, Any]) -> list[list[str]]:
+    """Each constraint of one item: its text, dimension, score, who decided it and the judge's note."""
+    constraints = _texts(item.get("constraints"))
+    dimensions = _texts(item.get("dimensions"))
+    scores = _texts(item.get("scores"))
+    decided = _texts(item.get("decided_by"))
+    details = _texts(item.get("details"))
+
+    def at(values: list, i: int) -> str:
+        return "–" if i >= len(values) or values[i] is None else str(values[i])
+
+    return [
+        [str(i + 1), text, dimension_label(at(dimensions, i)), at(scores, i), at(decided, i), at(details, i)]
+        for i, text in enumerate(constraints)
+    ]
+
+
 def failure_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return [[reason, str(count)] for reason, count in metrics["items"]["failure_reasons"].items()]
 
@@ -114,9 +179,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def interval_note(metrics: dict[str, Any]) -> str:
+    boot = metrics["bootstrap"]
+    level = int(round(boot["confidence"] * 100))
+    if "intervals" not in metrics:  # metrics.json written before Wilson intervals
+        return f"rates in %, with {level}% bootstrap intervals ({boot['resamples']} resamples of the items, seed {boot['seed']})."
+    return (
+        f"rates in %, with {level}% intervals: Wilson score for instruction rates; for CSR a bootstrap over the items "
+        f"({boot['resamples']} resamples, seed {boot['seed']}) widened to the Wilson interval."
+    )
+
+
 def render_markdown(run: Run) -> str:
     m = run.metrics
-    boot = m["bootstrap"]
     parts = [
         f"# TRACE evaluation: {run.name}",
         "",
@@ -124,7 +199,7 @@ def render_markdown(run: Run) -> str:
         f"- model under test: `{run.model}`" if run.model else "",
         f"- judge: `{run.judge}`" if run.judge else "",
         f"- {coverage_line(m)}",
-        f"- rates in %, with {int(boot['confidence'] * 100)}% bootstrap intervals ({boot['resamples']} resamples of the items, seed {boot['seed']}).",
+        f"- {interval_note(m)}",
         "- followed = every constraint scored 10; IF-S on single-constraint items, IF-M on multi-constraint items; CSR = share of constraints scored 10.",
         "",
         "## Headline",
@@ -132,6 +207,9 @@ def render_markdown(run: Run) -> str:
         "",
         "## Followed rate by constraint count",
         markdown_table(["constraints", "IF %", "95% CI", "hits/n"], count_rows(m)),
+        "",
+        "## Followed rate by language",
+        markdown_table(["language", "IF %", "95% CI", "hits/n"], language_rows(m)),
         "",
         "## By constraint type",
         markdown_table(["type", "CSR %", "95% CI", "constraints", "IF % (items with the type)", "items"], type_rows(m)),
@@ -146,6 +224,14 @@ def render_markdown(run: Run) -> str:
             "",
             "## Failures (excluded from the rates)",
             markdown_table(["status:reason", "items"], failure_rows(m)),
+        ]
+    if run.settings:
+        parts += ["", "## Settings", markdown_table(["setting", "value"], settings_rows(run))]
+    if run.items:
+        parts += [
+            "",
+            "## Items (scores in constraint order; report.html lists each constraint's verdict)",
+            markdown_table(["id", "language", "constraints", "verdict", "scores"], item_rows(run.items)),
         ]
     return "\n".join(p for p in parts if p is not None).replace("\n\n\n", "\n\n") + "\n"
 
@@ -313,6 +399,9 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .note { color: #555; font-size: 13px; } svg { display: block; margin: 1em 0; }
+details.item { margin: 2px 0; font-size: 13px; } details.item table { margin-left: 1.5em; }
+details.item td:nth-child(2), details.item td:last-child { text-align: left; max-width: 32em; }
+.ok { color: #2e7d32; } .miss { color: #b8474b; font-weight: bold; }
 """
 
 
@@ -329,9 +418,29 @@ def html_page(title: str, body: str) -> str:
     )
 
 
+def item_details_html(item: dict[str, Any]) -> str:
+    """One item as a collapsed block: its verdict in the summary, each constraint's score inside."""
+    mark = "ok" if item.get("followed") else "miss"
+    summary = (
+        f'<summary><span class="{mark}">{_esc(verdict(item))}</span> <code>{_esc(item["id"])}</code> '
+        f"{_esc(item.get('language') or '')}, {len(_texts(item.get('constraints')))} constraints, scores "
+        f"{_esc(' '.join(str(s) for s in _texts(item.get('scores'))) or '–')}</summary>"
+    )
+    table = html_table(["#", "constraint", "dimension", "score", "decided by", "judge's note"], constraint_rows(item))
+    return f'<details class="item">{summary}{table}</details>'
+
+
+def items_html(items: Sequence[dict[str, Any]]) -> str:
+    missed = sum(1 for item in items if not item.get("followed"))
+    return (
+        f'<h2>Items</h2><p class="note">{len(items)} items, {missed} not followed or failed; open one for each '
+        "constraint's score and whether a deterministic check (code) or the judge (llm) decided it.</p>"
+        + "\n".join(item_details_html(item) for item in items)
+    )
+
+
 def render_html(run: Run) -> str:
     m = run.metrics
-    boot = m["bootstrap"]
     facts = "".join(
         f"<li>{label}: <code>{_esc(value)}</code></li>"
         for label, value in (("data", run.data), ("model under test", run.model), ("judge", run.judge))
@@ -340,13 +449,14 @@ def render_html(run: Run) -> str:
     body = [
         f"<h1>TRACE evaluation: {_esc(run.name)}</h1>",
         f"<ul>{facts}<li>{_esc(coverage_line(m))}</li></ul>",
-        f'<p class="note">Rates in %, {int(boot["confidence"] * 100)}% bootstrap intervals ({boot["resamples"]} resamples of the items, '
-        f"seed {boot['seed']}). Followed = every constraint scored 10; IF-S on single-constraint items, IF-M on "
-        "multi-constraint items; CSR = share of constraints scored 10.</p>",
+        f'<p class="note">{_esc(interval_note(m).capitalize())} Followed = every constraint scored 10; IF-S on '
+        "single-constraint items, IF-M on multi-constraint items; CSR = share of constraints scored 10.</p>",
         "<h2>Headline</h2>",
         html_table(["metric", "%", "95% CI", "hits/n"], headline_rows(m)),
         count_chart([run]),
         html_table(["constraints", "IF %", "95% CI", "hits/n"], count_rows(m)),
+        "<h2>By language</h2>",
+        html_table(["language", "IF %", "95% CI", "hits/n"], language_rows(m)),
         "<h2>By constraint type</h2>",
         html_table(["type", "CSR %", "95% CI", "constraints", "IF % (items with the type)", "items"], type_rows(m)),
         "<h2>By dimension</h2>",
@@ -357,4 +467,8 @@ def render_html(run: Run) -> str:
     ]
     if m["items"]["failure_reasons"]:
         body += ["<h2>Failures (excluded from the rates)</h2>", html_table(["status:reason", "items"], failure_rows(m))]
+    if run.settings:
+        body += ["<h2>Settings</h2>", html_table(["setting", "value"], settings_rows(run))]
+    if run.items:
+        body.append(items_html(run.items))
     return html_page(f"TRACE evaluation: {run.name}", "\n".join(body))

@@ -16,21 +16,29 @@ from trace_builder.store import read_json, read_parquet_dir, write_json_atomic
 METRICS = "metrics.json"
 
 
+def item_result(row: dict[str, Any]) -> ItemResult:
+    """What the metrics need from one judgement row."""
+    scores = row["scores"]
+    return ItemResult(
+        id=str(row["id"]),
+        dimensions=tuple(str(d) for d in row["dimensions"]),
+        scores=None if scores is None else tuple(int(s) for s in scores),
+        status=str(row["status"]),
+        reason=str(row["reason"] or ""),
+        language=str(row["language"] or ""),
+    )
+
+
 def item_results(judgements: pd.DataFrame) -> list[ItemResult]:
-    results = []
-    for row in judgements.itertuples(index=False):
-        scores = row.scores
-        results.append(
-            ItemResult(
-                id=str(row.id),
-                dimensions=tuple(str(d) for d in row.dimensions),
-                scores=None if scores is None else tuple(int(s) for s in scores),
-                status=str(row.status),
-                reason=str(row.reason or ""),
-                language=str(row.language or ""),
-            )
-        )
-    return results
+    return [item_result(row) for row in plain_rows(judgements)]
+
+
+def plain_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as plain dicts: lists for array columns, None for nulls."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    return [
+        {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()} for row in frame.to_dict("records")
+    ]
 
 
 def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
@@ -55,6 +63,8 @@ def run_from_folder(out_dir: Path, name: str | None = None) -> Run:
         model=f"{model.get('kind', '?')}:{model.get('model', '?')}" if model else "",
         judge=f"{judge.get('kind', '?')}:{judge.get('model', '?')}" if judge else "",
         data=str(manifest.get("data", "")),
+        settings=manifest.get("config", {}),
+        items=tuple(plain_rows(read_parquet_dir(out_dir / "judgements"))),
     )
 
 

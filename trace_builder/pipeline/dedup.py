@@ -1,14 +1,22 @@
-"""Near-duplicate detection: MinHash signatures of word/character 3-gram shingles, banded LSH."""
+"""Near-duplicate detection: MinHash of word/character 3-gram shingles, LSH banded for the threshold (datasketch)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-import numpy as np
+from datasketch import MinHash, MinHashLSH
 
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
-_PRIME = (1 << 61) - 1
+
+NUM_PERM = 128
+# datasketch picks bands x rows for the threshold, minimising these weights x (false-positive,
+# false-negative) probability mass. Every candidate is confirmed by its exact Jaccard, so a false
+# candidate costs one set comparison while a miss keeps a duplicate in the data: weight misses
+# 49:1 (0.85 with 128 permutations -> 14 bands of 9 rows; recall on planted pairs at Jaccard
+# >= 0.85: 0.99-1.0, against 0.88 with equal weights (8 x 16); tests/test_dedup.py).
+LSH_WEIGHTS = (0.02, 0.98)
+# datasketch >= 2.0's "affine32": a*h + b mod 2^32 with a odd, a bijection (no wrapped modulus).
+SCHEME = "affine32"
 
 
 def shingles(text: str, n: int = 3) -> set[str]:
@@ -25,38 +33,32 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def _hashes(items: set[str]) -> np.ndarray:
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") & _PRIME for s in items] or [0],
-        dtype=np.uint64,
+def signatures(sets: list[set[str]], num_perm: int = NUM_PERM, seed: int = 0) -> list[MinHash]:
+    """One MinHash per shingle set (all with the same permutations)."""
+    return MinHash.bulk(
+        ([s.encode("utf-8") for s in items] for items in sets), num_perm=num_perm, seed=seed, scheme=SCHEME
     )
 
 
-def near_duplicates(
-    texts: list[str], threshold: float, num_perm: int = 64, bands: int = 16, seed: int = 0
-) -> dict[int, int]:
+def lsh_index(threshold: float, num_perm: int = NUM_PERM) -> MinHashLSH:
+    """An empty in-memory LSH index whose bands are tuned to `threshold`."""
+    return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
+
+
+def near_duplicates(texts: list[str], threshold: float, num_perm: int = NUM_PERM, seed: int = 0) -> dict[int, int]:
     """Map index -> index of an earlier text it nearly duplicates (Jaccard >= threshold).
 
     LSH finds candidate pairs in about linear time; each candidate is confirmed with the
     exact Jaccard, so a reported pair is never a false positive.
     """
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
-    rows = num_perm // bands
     sets = [shingles(t) for t in texts]
-    buckets: dict[tuple[int, bytes], list[int]] = {}
+    index = lsh_index(threshold, num_perm)
     duplicate_of: dict[int, int] = {}
-    for i, items in enumerate(sets):
-        h = _hashes(items)
-        # (a*h + b) mod p over uint64 wraps; fine for hashing purposes, it stays a permutation family.
-        signature = ((np.outer(h, a) + b) % _PRIME).min(axis=0)
-        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
-        candidates = {j for key in keys for j in buckets.get(key, ())}
-        match = next((j for j in sorted(candidates) if jaccard(items, sets[j]) >= threshold), None)
+    for i, signature in enumerate(signatures(sets, num_perm, seed)):
+        candidates = sorted(index.query(signature))
+        match = next((j for j in candidates if jaccard(sets[i], sets[j]) >= threshold), None)
         if match is not None:
             duplicate_of[i] = match
             continue  # only originals enter the index, so chains resolve to the first text
-        for key in keys:
-            buckets.setdefault(key, []).append(i)
+        index.insert(i, signature)
     return duplicate_of

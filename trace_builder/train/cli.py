@@ -41,6 +41,12 @@ def train_command(
     limit: int | None = typer.Option(None, "--limit", help="train on the first N rows only"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUTPUT"),
     seed: int | None = typer.Option(None, "--seed"),
+    report_to: str | None = typer.Option(
+        None,
+        "--report-to",
+        help="experiment trackers, as transformers takes them: none (default), all, tensorboard, wandb, mlflow, ... "
+        "(comma-separated for several)",
+    ),
 ) -> None:
     """Train SFT, DPO or IOPO on a final dataset; writes adapter/, merged/, train_log.jsonl, metrics.json."""
     from trace_builder.train.config import load_config
@@ -68,6 +74,7 @@ def train_command(
         "limit": limit,
         "resume": True if resume else None,
         "seed": seed,
+        "report_to": report_to,
     }
     settings = load_config(method, config, **overrides)
     metrics = run_training(settings)

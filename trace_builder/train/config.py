@@ -64,6 +64,9 @@ class TrainConfig:
     save_total_limit: int = 2
     save_merged: bool = True
     resume: bool = False
+    # experiment trackers, as transformers' report_to: none | all | tensorboard | wandb | mlflow | ...
+    # (a list, or names joined by commas, for several)
+    report_to: Any = "none"
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to the TRL/transformers args as is
 
     def uses_gpu(self) -> bool:
@@ -86,6 +89,11 @@ class TrainConfig:
         if self.gradient_checkpointing == AUTO:
             return self.uses_gpu()
         return bool(self.gradient_checkpointing)
+
+    def report_to_list(self) -> list[str]:
+        """The trackers to report to ([] for none)."""
+        names = self.report_to.split(",") if isinstance(self.report_to, str) else list(self.report_to or [])
+        return [str(n).strip() for n in names if str(n).strip() not in ("", "none")]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,7 +164,31 @@ def validate(config: TrainConfig) -> None:
         raise UserError(f"beta must be positive, got {config.beta}")
     if not 0.0 <= config.label_smoothing < 0.5:
         raise UserError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
+    if config.label_smoothing and config.method not in ("dpo", "iopo"):
+        # SFT has no preference pairs to smooth: refuse rather than train as if it were applied.
+        raise UserError(f"label_smoothing applies to dpo and iopo only, not {config.method}: set it to 0")
     if config.sft_weight < 0:
         raise UserError(f"sft_weight must be >= 0, got {config.sft_weight}")
+    check_report_to(config.report_to_list())
     if config.max_steps <= 0 and config.num_train_epochs <= 0:
         raise UserError("set num_train_epochs > 0 or max_steps > 0")
+
+
+def check_report_to(names: list[str]) -> None:
+    """Each tracker must be one transformers knows, and installed (else the Trainer fails after loading the model)."""
+    if not names or names == ["all"]:
+        return
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise UserError(
+            f"unknown report_to {', '.join(unknown)}: use none, all or any of {', '.join(INTEGRATION_TO_CALLBACK)}"
+        )
+    missing = [n for n in names if n not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(
+            f"report_to {', '.join(missing)}: not installed here; install its package first "
+            f"(e.g. pip install {' '.join(missing)}) or pass --report-to none"
+        )

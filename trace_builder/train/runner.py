@@ -22,6 +22,7 @@ from trace_builder.train.data import (
     read_rows,
     sft_records,
 )
+from trace_builder.train.logs import use_readable_progress
 
 EMBEDDED_MODEL_NAMES = ("gemma3-270m", "embedded")
 TRAIN_LOG = "train_log.jsonl"
@@ -113,7 +114,7 @@ def common_args(config: TrainConfig) -> dict[str, Any]:
         "logging_first_step": True,
         "save_steps": config.save_steps,
         "save_total_limit": config.save_total_limit,
-        "report_to": "none",
+        "report_to": config.report_to_list() or "none",
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
     }
@@ -182,11 +183,21 @@ def build_dpo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: lis
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    # TRL's "sigmoid" loss ignores label_smoothing; IOPO applies conservative DPO (cDPO),
+    # (1 - eps) * S + eps * -log sigmoid(-b*D) with S = -log sigmoid(b*D), which equals S + eps*b*D.
+    # TRL's "robust" loss is R = S - eps*b*D / (1 - 2*eps), so cDPO = 2(1 - eps) * S - (1 - 2*eps) * R:
+    # the same loss as IOPO's, from two loss types TRL supports (validate keeps eps in [0, 0.5)).
+    eps = config.label_smoothing
+    loss_type, loss_weights = (
+        (["sigmoid"], None) if eps == 0 else (["sigmoid", "robust"], [2 * (1 - eps), -(1 - 2 * eps)])
+    )
     args = DPOConfig(
         **common_args(config),
         max_length=config.max_length,
         beta=config.beta,
-        label_smoothing=config.label_smoothing,
+        label_smoothing=eps,
+        loss_type=loss_type,
+        loss_weights=loss_weights,
         precompute_ref_log_probs=config.reference == "precompute",
         precompute_ref_batch_size=config.precompute_batch_size,
     )
@@ -316,6 +327,7 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     trainer = BUILDERS[config.method](config, model, tokenizer, rows)
     trainer.add_callback(_json_logger(output / TRAIN_LOG))
+    use_readable_progress(trainer)  # a line per logging step instead of raw dicts
 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=_last_checkpoint(config))
