@@ -1,0 +1,108 @@
+"""Measure how close `trace-build plan` comes to what the run then asks, against the local scripted server.
+
+    python scripts/bench_plan.py --train-rows 400 --eval-rows 80 --limit 300 --pilot 40
+
+For each case (a target-size run, and a plain run of --limit seeds) it plans in one folder,
+runs the same config in a second folder with an empty cache (what a run asks from scratch),
+then runs it in the plan's folder (the pilot's answers reused from its cache). Prints, as JSON,
+the plan's and the run's requests and completion tokens and the relative errors, and how many
+of the run's answers came from the pilot. The server (its own process) answers each constraint
+with probability --mark-rate, so yields fall with the constraint count as they do in practice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from trace_builder.config import RunConfig, load_config
+from trace_builder.estimate import make_plan
+from trace_builder.pipeline.registry import STAGE_NAMES
+from trace_builder.pipeline.runner import run_pipeline
+from trace_builder.store import StageStore
+
+
+def start_server(mark_rate: float) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "trace_builder.testing.devserver", "--mark-rate", str(mark_rate)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def run_usage(run_dir: Path) -> dict[str, int]:
+    """What the run asked the server, summed over its stages' manifests."""
+    total = {"requests": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    for name in STAGE_NAMES:
+        usage = StageStore(run_dir, name).manifest.get("usage") or {}
+        for key in total:
+            total[key] += usage.get(key, 0)
+    return total
+
+
+def error(planned: float, actual: float) -> float | None:
+    return round((planned - actual) / actual, 4) if actual else None
+
+
+def bench_case(name: str, config: RunConfig, root: Path, pilot: int, quiet: Console) -> dict:
+    planned_dir, fresh_dir = root / f"{name}-planned", root / f"{name}-fresh"
+    plan = asyncio.run(make_plan(config, planned_dir, pilot=pilot, console=quiet))
+    asyncio.run(run_pipeline(config, fresh_dir, list(STAGE_NAMES), console=quiet))
+    asyncio.run(run_pipeline(config, planned_dir, list(STAGE_NAMES), console=quiet))
+    fresh, reused = run_usage(fresh_dir), run_usage(planned_dir)
+    admitted = StageStore(fresh_dir, "taxonomy").rows_written()  # every seed row the run processed
+    return {
+        "case": name,
+        "settings": config.describe(),
+        "pilot_seeds": plan["pilot"]["seeds"],
+        "plan_relative_sd": plan["relative_sd"],
+        "seeds": {"plan": plan["seeds"], "run": admitted, "error": error(plan["seeds"], admitted)},
+        **{
+            metric: {"plan": plan[metric], "run": fresh[metric], "error": error(plan[metric], fresh[metric])}
+            for metric in ("requests", "completion_tokens", "prompt_tokens")
+        },
+        "run_after_plan": {"requests": reused["requests"], "answered_from_pilot_cache": reused["cache_hits"]},
+        "pilot_requests": plan["pilot"]["requests"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, default=400)
+    parser.add_argument("--eval-rows", type=int, default=80)
+    parser.add_argument("--limit", type=int, default=300, help="seeds of the plain-run case")
+    parser.add_argument("--pilot", type=int, default=40)
+    parser.add_argument("--mark-rate", type=float, default=0.9)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    quiet = Console(stderr=True, quiet=True)
+    proc, base_url = start_server(args.mark_rate)
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("target", "plain"):
+                config = load_config(profile="trace", backend_kind="openai")
+                config.seed = args.seed
+                config.backend.kind, config.backend.model = "openai", "scripted"
+                config.backend.base_urls, config.backend.concurrency = [base_url], args.concurrency
+                config.shard_size = 64
+                if name == "target":
+                    config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
+                else:
+                    config.seeds.limit, config.filter.eval_size = args.limit, 20
+                results.append(bench_case(name, config, Path(tmp), args.pilot, quiet))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
