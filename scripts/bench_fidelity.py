@@ -26,7 +26,7 @@ from trace_builder.config import load_config
 from trace_builder.fidelity import fidelity_report
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import read_json
+from trace_builder.store import manifest_path, read_json
 
 
 def start_server(mark_rate: float) -> tuple[subprocess.Popen, str]:
@@ -57,7 +57,7 @@ def main() -> None:
             asyncio.run(run_pipeline(config, run_dir, list(STAGE_NAMES)))
             elapsed = time.perf_counter() - started
             report = fidelity_report(run_dir)
-            seeds = read_json(run_dir / "seeds" / "_manifest.json")
+            seeds = read_json(manifest_path(run_dir, "seeds"))
             report["seeds_admitted"] = seeds.get("admitted")
             report["rounds"] = len(seeds.get("rounds", []))
             report["yield_per_seed"] = round((args.train_rows + args.eval_rows) / max(seeds.get("admitted") or 1, 1), 3)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trace_builder.store import read_parquet_dir
+from trace_builder.store import manifest_path, read_parquet_dir
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_default_run_on_the_embedded_model(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     for stage in ("seeds", "taxonomy", "expand", "respond", "perturb", "filter"):
-        manifest = json.loads((out / stage / "_manifest.json").read_text())
+        manifest = json.loads(manifest_path(out, stage).read_text())
         assert manifest["status"] == "done", stage
     expanded = read_parquet_dir(out / "expand")
     assert len(expanded) == 2
@@ -41,6 +41,6 @@ def test_default_run_on_the_embedded_model(tmp_path):
     assert expanded["description"].notna().any()
     failed = expanded[expanded["status"] != "ok"]
     assert (failed["reason"] != "").all()
-    assert json.loads((out / "expand" / "_manifest.json").read_text())["usage"]["requests"] >= 2
+    assert json.loads(manifest_path(out, "expand").read_text())["usage"]["requests"] >= 2
     for name in ("sft", "dpo", "iopo", "eval"):
         assert (out / "final" / name / "part-00000.parquet").exists()

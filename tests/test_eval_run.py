@@ -17,7 +17,7 @@ from trace_builder.evaluate.cli import eval_app
 from trace_builder.evaluate.runner import check_resumable, evaluate_path
 from trace_builder.judge import judge_response
 from trace_builder.llm.cache import RequestCache
-from trace_builder.store import StageStore
+from trace_builder.store import StageStore, manifest_path
 from trace_builder.testing.devserver import ScriptedServer
 
 
@@ -121,7 +121,7 @@ def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
     fresh = _run(data, tmp_path / "uninterrupted", config)
     assert outcome.metrics == fresh.metrics
     assert len(list((out / "judgements").glob("part-*.parquet"))) == 4  # 7 items in chunks of 2
-    assert json.loads((out / "items" / "_manifest.json").read_text())["chunk_size"] == 2
+    assert json.loads(manifest_path(out, "items").read_text())["chunk_size"] == 2
     assert list(pd.read_parquet(out / "judgements")["id"]) == list("ABCDEFG")
 
 
@@ -143,7 +143,7 @@ def test_resume_judges_from_stored_predictions(servers, data, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(data, out, config, judge_fn=crashing_judge)
     assert (out / "predictions" / "part-00000.parquet").exists()
-    manifest = json.loads((out / "judgements" / "_manifest.json").read_text())
+    manifest = json.loads(manifest_path(out, "judgements").read_text())
     assert manifest["status"] == "partial" and manifest["shards"] == {}
     model_requests = servers[0].stats_snapshot()["requests"]
 
@@ -179,11 +179,12 @@ def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, t
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["generation"]["max_tokens"] == 99
     for stage in ("items", "predictions", "judgements"):  # the pipeline's stage manifests
-        manifest = json.loads((out / stage / "_manifest.json").read_text())
+        manifest = json.loads(manifest_path(out, stage).read_text())
         assert manifest["status"] == "done" and manifest["fingerprint"] == run["fingerprints"][stage]
-    judged = json.loads((out / "judgements" / "_manifest.json").read_text())
+    judged = json.loads(manifest_path(out, "judgements").read_text())
     assert judged["failures"] == {"judge_failed:invalid_json": 1}
-    assert judged["usage"]["cache_hits"] == 5 and judged["usage"]["requests"] == 0  # --fresh keeps the cache
+    # --fresh keeps the cache, which holds only validated answers: the invalid one is asked again
+    assert judged["usage"]["cache_hits"] == 4 and judged["usage"]["requests"] == 1
 
 
 def test_resume_checks(tmp_path):

@@ -18,7 +18,7 @@ from tests.conftest import write_config
 from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import read_json, read_parquet_dir
+from trace_builder.store import manifest_path, read_json, read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import ScriptedResponder, respond
 
@@ -53,7 +53,7 @@ def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
     seeds = read_parquet_dir(tmp_path / "run" / "seeds")
     assert seeds["seed_id"].nunique() == 30 and (seeds["use"] > 0).any()  # the 30 seeds were reused, with new plans
     assert not seeds[["seed_id", "use"]].duplicated().any()
-    manifest = read_json(tmp_path / "run" / "seeds" / "_manifest.json")
+    manifest = read_json(manifest_path(tmp_path / "run", "seeds"))
     assert manifest["rounds"] and all(q["usable"] >= q["need"] for q in manifest["quota"].values())
     assert any(note.startswith("quotas met") for note in summary.notes)
 
@@ -66,7 +66,7 @@ def test_a_spent_budget_is_a_reported_shortfall(tmp_path):
     assert len(read_parquet_dir(tmp_path / "run" / "seeds")) == 20
     assert len(read_parquet_dir(tmp_path / "run" / "final" / "sft")) < 60
     assert any("quota shortfall (the seed budget is spent" in note for note in summary.notes)
-    assert read_json(tmp_path / "run" / "filter" / "_manifest.json")["shortfall"]
+    assert read_json(manifest_path(tmp_path / "run", "filter"))["shortfall"]
     status = subprocess.run(
         [sys.executable, "-m", "trace_builder", "status", "--out", str(tmp_path / "run")],
         capture_output=True,
@@ -127,7 +127,7 @@ def test_rejection_sampling_retries_until_full_marks(tmp_path):
     assert (judged["respond_attempts"] > 1).any() and (judged["respond_attempts"] <= 3).all()
     for _, row in rows[rows["status"] == "ok"].iterrows():
         assert all(v["score"] == 10 for v in row["judgement"])  # Parquet structs, one per constraint
-    summary = read_json(tmp_path / "run" / "respond" / "_manifest.json")["summary"]
+    summary = read_json(manifest_path(tmp_path / "run", "respond"))["summary"]
     assert summary["passed on a later attempt"] > 0
 
 
@@ -194,7 +194,7 @@ def test_cli_names_the_profile_first_and_records_it(tmp_path, scripted_server):
 
 
 def _shards_done(out, stage: str) -> int:
-    manifest = read_json(out / stage / "_manifest.json") or {}
+    manifest = read_json(manifest_path(out, stage)) or {}
     return len(manifest.get("shards", {}))
 
 

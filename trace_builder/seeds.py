@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -196,13 +198,42 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         ) from None
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _bounded_lines(path: Path, max_bytes: int, too_long: list[int]) -> Iterator[str]:
+    """The lines of a text file; a line over `max_bytes` is skipped (its number noted in `too_long`)
+    without ever being held whole: a 50 MB line costs one buffer, not 50 MB of str and JSON."""
+    try:
+        with path.open("rb") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(max_bytes + 1)
+                if not line:
+                    return
+                if len(line) > max_bytes and not line.endswith(b"\n"):
+                    while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
+                    too_long.append(number)
+                    yield ""  # keeps the line numbers of later errors right
+                    continue
+                yield line.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UserError(f"seed file {path} is not UTF-8 text; re-save it with UTF-8 encoding") from None
+    except OSError as exc:
+        raise UserError(f"cannot read seed file {path} ({exc.strerror}); check its permissions") from None
+
+
+def line_budget(max_chars: int) -> int:
+    """Bytes a JSONL line may take to hold a seed of `max_chars` (\\uXXXX escapes: 6 bytes a char)."""
+    return 6 * max_chars + 65536
+
+
+def _read_rows(path: Path, max_chars: int | None = None, too_long: list[int] | None = None) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _read_parquet(path)
-    text = _read_text(path)
     if suffix in (".jsonl", ".ndjson"):
-        return _parse_jsonl(_json_lines(text), f"seed file {path}")
+        if max_chars is not None and too_long is not None:
+            return _parse_jsonl(_bounded_lines(path, line_budget(max_chars), too_long), f"seed file {path}")
+        return _parse_jsonl(_json_lines(_read_text(path)), f"seed file {path}")
+    text = _read_text(path)
     if suffix == ".json":
         return _parse_json(text, f"seed file {path}")
     return _parse_csv(text, f"seed file {path}")
@@ -221,11 +252,14 @@ def load_seed_file(
     text_column: str = "text",
     input_column: str | None = None,
     language: str | None = None,
+    max_chars: int | None = None,
+    skipped: Counter | None = None,
 ) -> list[Seed]:
     """Seeds from a user file (.jsonl/.ndjson, .json list of objects, .csv, .parquet).
 
     Raises UserError (one line: problem and fix) for a missing, unsupported, malformed or
-    empty file and for a missing text or input column.
+    empty file and for a missing text or input column. Seeds longer than `max_chars` are
+    skipped and counted in `skipped['too_long']` (a JSONL line far longer is never read whole).
     """
     path = Path(path)
     if not path.exists():
@@ -236,7 +270,12 @@ def load_seed_file(
         raise UserError(
             f"seed file {path} has unsupported type {path.suffix or '(no suffix)'!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    rows = _read_rows(path)
+    too_long: list[int] = []
+    rows = _read_rows(path, max_chars, too_long)
+    if not rows and too_long:
+        raise UserError(
+            f"seed file {path}: every seed is longer than {max_chars:,} characters; raise seeds.max_chars or shorten them"
+        )
     if not rows:
         raise UserError(f"seed file {path} has no rows; add seed instructions (one per row) or use the built-in seeds")
     columns = _columns(rows)
@@ -249,6 +288,12 @@ def load_seed_file(
             f"seed file {path} has no input column {input_column!r} (columns: {', '.join(columns)}); choose an existing column or leave the input column unset"
         )
     seeds = seeds_from_rows(rows, str(path), text_column, input_column, language)
+    if max_chars is not None:
+        kept = [s for s in seeds if len(s.text) + (len(s.input) if s.input != NULL_INPUT else 0) <= max_chars]
+        too_long += [0] * (len(seeds) - len(kept))
+        seeds = kept
+    if skipped is not None and too_long:
+        skipped["too_long"] += len(too_long)
     if not seeds:
         raise UserError(
             f"seed file {path} has only blank values in column {text_column!r}; fill it in or choose another column with --seed-column"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
@@ -18,6 +20,7 @@ from trace_builder.llm.cache import RequestCache, request_key
 from trace_builder.llm.structured import parse_structured, strict_schema
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass
@@ -117,10 +120,26 @@ def _rank(progress: RowProgress | None) -> tuple:
     return progress.rank() if progress is not None else ()
 
 
+def _non_empty(result: ChatResult, tag: str) -> str:
+    if not result.text.strip():
+        raise LLMError("empty_answer", tag)
+    return result.text
+
+
+def reseeded(request: ChatRequest, rejections: int) -> ChatRequest:
+    """The request as it goes out after `rejections` answers to it failed validation: the same
+    question with a seed of its own (unchanged while nothing was rejected)."""
+    if rejections <= 0:
+        return request
+    digest = hashlib.sha256(f"{request.seed}:{rejections}".encode()).digest()
+    return replace(request, seed=int.from_bytes(digest[:4], "big") >> 1)
+
+
 class LLMClient:
     """The only way stages talk to a model.
 
-    - answers are cached by hash(model, messages, params): a rerun asks nothing twice;
+    - answers are cached by hash(model, messages, params) once validated: a rerun asks nothing
+      twice that was answered well, and re-asks what was not;
     - at most `concurrency` requests are at the backend at once; when more wait, they go in
       the order of their rows' `RowSchedule` (`ROW_PROGRESS`), else first come first served;
     - identical requests in flight at the same time share one backend call;
@@ -139,24 +158,44 @@ class LLMClient:
         return self.backend.model
 
     async def complete(self, request: ChatRequest, tag: str) -> ChatResult:
+        """An answer, whatever it says (cached once the backend gave it)."""
+        return await self.ask(request, tag, lambda result: result)
+
+    async def ask(self, request: ChatRequest, tag: str, accept: Callable[[ChatResult], T]) -> T:
+        """`accept(answer)`: an answer from the cache or the backend, cached only once accepted.
+
+        `accept` validates (raising LLMError: empty, not JSON, off-schema) and returns what the
+        caller wants. An answer it rejects is never cached, so a rerun asks again instead of
+        replaying the failure, and the rejection is counted: the next ask of that question goes
+        out with another seed, so a seeded server can answer differently (a question that only
+        met a server fault goes out unchanged, and gets the answer a run without the fault got).
+        The accepted answer is cached under the question's own key, whatever seed it came with.
+        """
         key = request_key(self.backend.model, request)
         usage = self.usage[tag]
+        progress = ROW_PROGRESS.get()
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
-                usage.cache_hits += 1
-                return cached
-        shared = self._in_flight.get(key)
+                try:
+                    value = accept(cached)
+                except LLMError:
+                    self.cache.reject(key)  # cached before answers were validated: ask again, reseeded
+                else:
+                    usage.cache_hits += 1
+                    return value
+        sent = reseeded(request, self.cache.rejections(key) if self.cache is not None else 0)
+        sent_key = key if sent is request else request_key(self.backend.model, sent)
+        shared = self._in_flight.get(sent_key)
         if shared is not None:
             usage.cache_hits += 1
-            return await asyncio.shield(shared)
+            return self._accepted(await asyncio.shield(shared), accept, usage)
         future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        progress = ROW_PROGRESS.get()
+        self._in_flight[sent_key] = future
         try:
             await self._slots.acquire(progress)
             try:
-                result = await self.backend.complete(request)
+                result = await self.backend.complete(sent)
             finally:
                 self._slots.release()
         except BaseException as exc:
@@ -165,16 +204,30 @@ class LLMClient:
             future.exception()  # mark retrieved: nobody else may be waiting
             raise
         finally:
-            del self._in_flight[key]
+            del self._in_flight[sent_key]
         usage.requests += 1
         if progress is not None:
             progress.requests += 1
         usage.prompt_tokens += result.prompt_tokens
         usage.completion_tokens += result.completion_tokens
+        future.set_result(result)
+        try:
+            value = self._accepted(result, accept, usage)
+        except LLMError:
+            if self.cache is not None:
+                self.cache.reject(key)
+            raise
         if self.cache is not None:
             self.cache.put(key, self.backend.model, result)
-        future.set_result(result)
-        return result
+        return value
+
+    @staticmethod
+    def _accepted(result: ChatResult, accept: Callable[[ChatResult], T], usage: TagUsage) -> T:
+        try:
+            return accept(result)
+        except LLMError:
+            usage.failures += 1
+            raise
 
     async def chat(
         self,
@@ -189,10 +242,7 @@ class LLMClient:
         request = ChatRequest(
             messages=tuple(messages), temperature=temperature, max_tokens=max_tokens, seed=seed, task=tag
         )
-        result = await self.complete(request, tag)
-        if not result.text.strip():
-            raise LLMError("empty_answer", tag)
-        return result.text
+        return await self.ask(request, tag, lambda result: _non_empty(result, tag))
 
     async def chat_json(
         self,
@@ -218,12 +268,7 @@ class LLMClient:
             seed=seed,
             task=tag,
         )
-        result = await self.complete(request, tag)
-        try:
-            return parse_structured(result.text, schema)
-        except LLMError:
-            self.usage[tag].failures += 1
-            raise
+        return await self.ask(request, tag, lambda result: parse_structured(result.text, schema))
 
     def usage_for(self, prefix: str) -> dict[str, Any]:
         """Usage summed over the tags of one stage ('expand' sums 'expand.*')."""

@@ -10,6 +10,7 @@ from trace_builder.llm.base import Backend
 def make_backend(config: BackendConfig) -> Backend:
     if config.kind == "openai":
         from trace_builder.llm.openai_backend import OpenAIBackend
+        from trace_builder.llm.ratelimit import RateLimit
 
         return OpenAIBackend(
             model=config.model,
@@ -17,6 +18,8 @@ def make_backend(config: BackendConfig) -> Backend:
             api_key=config.api_key,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
+            storm_after_s=config.storm_after_s,
+            rate_limit=RateLimit(config.requests_per_minute, config.tokens_per_minute),
         )
     if config.kind == "local":
         from trace_builder.llm.local import LocalBackend

@@ -18,17 +18,11 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from trace_builder.errors import LLMError
 from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
 from trace_builder.pipeline.stage import Row, RowFn, Stage
-from trace_builder.store import StageStore, shard_name
-
-
-def read_shard_rows(store: StageStore, index: int) -> list[Row]:
-    # pyarrow gives plain Python lists for list columns (pandas would give numpy arrays).
-    return pq.read_table(store.dir / shard_name(index)).to_pylist()
+from trace_builder.store import StageStore
 
 
 def extend_schema(schema: pa.Schema, fields: Sequence[pa.Field]) -> pa.Schema:
@@ -158,7 +152,7 @@ class RowChain:
             return
         first = self.chain.index(pending[0])
         before = self.chain[first - 1].store if first else self.source
-        rows = read_shard_rows(before, index)
+        rows = before.read_shard_rows(index)
         while len(self._open) >= self._window:
             self._room.clear()
             await self._unless_fatal(self._room.wait())

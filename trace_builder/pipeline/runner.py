@@ -20,6 +20,7 @@ from trace_builder.llm.factory import make_backend, preflight
 from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import ChainStage, RowChain
+from trace_builder.pipeline.failures import FAILURE_COLUMNS, failure_counts
 from trace_builder.pipeline.registry import (
     STAGE_NAMES,
     STAGES,
@@ -28,10 +29,14 @@ from trace_builder.pipeline.registry import (
     stage_schema,
     stages_from,
 )
+from trace_builder.pipeline.retry import reopen_retryable, retryable_by_shard
 from trace_builder.pipeline.stage import Stage
 from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
-from trace_builder.store import StageStore, write_json_atomic
+from trace_builder.redact import redact
+from trace_builder.rundir import open_run_dir
+from trace_builder.runlock import RunLock, is_held, read_holder
+from trace_builder.store import StageStore, read_json, write_json_atomic
 
 
 @dataclass
@@ -61,6 +66,19 @@ def check_fingerprints(run_dir: Path, stages: list[Stage], fingerprints: dict[st
             )
 
 
+def _reopen_retryable(run_dir: Path, stages: list[Stage], config: RunConfig, console: Console) -> None:
+    """Reopen the shards of rows that failed for a transient reason, so this run re-asks them."""
+    chain = [s.name for s in stages if s.row_wise]
+    after = [
+        s.name for s in stages if not s.row_wise and chain and STAGE_NAMES.index(s.name) > STAGE_NAMES.index(chain[0])
+    ]
+    rows = reopen_retryable(run_dir, chain, after, config.transient_retries)
+    if rows:
+        console.print(
+            f"re-asking {rows} rows that failed for a transient reason (docs/reliability.md)", highlight=False
+        )
+
+
 def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, str]) -> None:
     write_json_atomic(
         run_dir / "run.json",
@@ -69,8 +87,9 @@ def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, st
             "python": platform.python_version(),
             "profile": config.profile,
             "settings": config.describe(),
-            "config": config.model_dump(mode="json", exclude={"backend": {"api_key"}}),
+            "config": redact(config.model_dump(mode="json", exclude={"backend": {"api_key"}})),
             "fingerprints": fingerprints,
+            "prompts_digest": prompts_digest(),  # for the dataset card
             "updated": time.time(),
         },
     )
@@ -106,9 +125,27 @@ def _admits(stage: Stage, config: RunConfig) -> bool:
     return stage.name == "seeds" and config.target.enabled
 
 
-async def run_pipeline(
-    config: RunConfig, run_dir: Path, stage_names: list[str], *, fresh: bool = False, console: Console | None = None
+async def run_pipeline(config: RunConfig, run_dir: Path, stage_names: list[str], **options) -> RunSummary:
+    """Run `stage_names` over `run_dir` (options: see `_run_locked`), holding the run directory's
+    lock throughout: a second run on the same folder fails at once, naming this one."""
+    run_dir = Path(run_dir)
+    open_run_dir(run_dir)
+    with RunLock(run_dir):
+        return await _run_locked(config, run_dir, stage_names, **options)
+
+
+async def _run_locked(
+    config: RunConfig,
+    run_dir: Path,
+    stage_names: list[str],
+    *,
+    fresh: bool = False,
+    console: Console | None = None,
+    client: LLMClient | None = None,
+    card: bool = True,
 ) -> RunSummary:
+    """Run `stage_names` over `run_dir`. `client`: one already open (a pilot's metered one), closed here;
+    `card`: write final/README.md once the filter stage is done."""
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
     stages = [get_stage(name) for name in stage_names]
@@ -117,8 +154,12 @@ async def run_pipeline(
     _validate_taxonomy(config)
     if config.target.enabled and stage_names == ["seeds"]:
         raise UserError("a target-size run admits seeds while the row stages run: use --stage all")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh and client is None and any(stage.uses_llm(config) for stage in stages):
+        # --fresh deletes nothing until the server has answered the preflight.
+        client = await _open_client(config, run_dir, console)
     check_fingerprints(run_dir, stages, fingerprints, fresh)
+    if not fresh:
+        _reopen_retryable(run_dir, stages, config, console)
 
     first = stages[0].reads
     if first is not None and StageStore(run_dir, first).status != "done":
@@ -129,11 +170,10 @@ async def run_pipeline(
     _write_run_json(run_dir, config, fingerprints)
 
     summary = RunSummary(run_dir)
-    client: LLMClient | None = None
     try:
         for group in groups_of(stages, config):
             stores = {stage.name: StageStore(run_dir, stage.name) for stage in group}
-            if all(store.status == "done" for store in stores.values()):
+            if all(store.verified_status() == "done" for store in stores.values()):
                 for stage in group:
                     summary.skipped.append(stage.name)
                     console.print(
@@ -154,7 +194,19 @@ async def run_pipeline(
             await client.aclose()
             if client.cache is not None:
                 client.cache.close()
+    if card and StageStore(run_dir, "filter").status == "done":
+        _write_card(run_dir, console)
     return _summarize(run_dir, summary)
+
+
+def _write_card(run_dir: Path, console: Console) -> None:
+    """final/README.md. The data is complete without it: a failure here is a warning, not a failed run."""
+    from trace_builder.card import write_card
+
+    try:
+        write_card(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any card error leaves the datasets as they are
+        console.print(f"[yellow]dataset card not written[/yellow] ({exc}): run `trace-build card --out {run_dir}`")
 
 
 async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LLMClient:
@@ -198,7 +250,7 @@ async def _run_chain(
     # concurrency in rows keeps every request slot busy while rows change sub-step.
     in_flight = 2 * ctx.config.backend.concurrency if ctx.client else 1024
 
-    with PipelineProgress(console, ctx.client) as progress:
+    with PipelineProgress(console, ctx.client, run_dir=ctx.run_dir, prices=ctx.config.prices) as progress:
         bars = {s.name: progress.stage(s.name, source.total_rows, stores[s.name].rows_written()) for s in row_stages}
         source.on_growth = lambda rows: [bar.grow(rows) for bar in bars.values()]
         chain = [
@@ -222,10 +274,6 @@ async def _run_chain(
     return notes
 
 
-# What failure counts read; a stage's summary declares its own columns (Stage.summary_columns).
-FAILURE_COLUMNS = ("status", "reason", "failed_stage", "dpo_status", "dpo_reason", "iopo_status", "iopo_reason")
-
-
 def _finish(ctx: StageContext, stage: Stage, store: StageStore, elapsed: float, **extra) -> None:
     """Close a stage: its token usage (per task too), failure reasons and summary figures.
 
@@ -238,23 +286,8 @@ def _finish(ctx: StageContext, stage: Stage, store: StageStore, elapsed: float, 
     by_task = ctx.client.usage_by_task(stage.name) if ctx.client else {}
     if stage.summary is not None:
         extra["summary"] = stage.summary(frame)
-    store.finish("done", usage, elapsed, failures=failure_counts(store, frame), usage_by_task=by_task, **extra)
-
-
-def failure_counts(store: StageStore, frame) -> dict[str, int]:
-    """Reasons of the rows this stage failed (and, for respond/perturb, its DPO/IOPO side)."""
-    if frame.empty:
-        return {}
-    counts: Counter = Counter()
-    if "failed_stage" in frame:
-        mine = frame[(frame["status"] != "ok") & (frame["failed_stage"] == store.stage)]
-        counts.update(f"{store.stage}: {r}" for r in mine["reason"])
-    for side, stage in (("dpo", "respond"), ("iopo", "perturb")):
-        column = f"{side}_status"
-        if store.stage == stage and column in frame:
-            failed = frame[frame[column] == "failed"]
-            counts.update(f"{side}: {r}" for r in failed[f"{side}_reason"])
-    return dict(counts)
+    failures = failure_counts(frame.to_dict("records"), stage.name)
+    store.finish("done", usage, elapsed, failures=failures, usage_by_task=by_task, **extra)
 
 
 def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
@@ -303,7 +336,7 @@ def stage_rows(run_dir: Path) -> list[dict]:
             {
                 "stage": name,
                 "status": store.status,
-                "shards": f"{len(store.done_shards())}/{store.manifest.get('total_shards') or '?'}",
+                "shards": f"{len(store.manifest['shards'])}/{store.manifest.get('total_shards') or '?'}",
                 "rows": store.rows_written(),
                 "failed": sum((store.manifest.get("failures") or {}).values()),
                 "requests": usage.get("requests", 0),
@@ -315,9 +348,32 @@ def stage_rows(run_dir: Path) -> list[dict]:
     return table
 
 
-def run_details(run_dir: Path) -> list[str]:
-    """What `status` prints under its table: quota fill, per-stage figures, tokens per task."""
+def run_state_lines(run_dir: Path) -> list[str]:
+    """Whether a run holds the folder now, and how many rows a plain rerun would re-ask."""
     lines = []
+    holder = read_holder(run_dir)
+    if is_held(run_dir):
+        lines.append(f"running now: {holder.describe() if holder else 'a run is starting'}")
+    cap = ((read_json(run_dir / "run.json") or {}).get("config") or {}).get("transient_retries", 2)
+    retryable = {}
+    for name in STAGE_NAMES:
+        store = StageStore(run_dir, name)
+        tried = store.manifest.get("retries") or {}
+        found = retryable_by_shard(store, verify=False)
+        retryable[name] = sum(n for index, n in found.items() if tried.get(str(index), 0) < cap)
+    if any(retryable.values()):
+        where = ", ".join(f"{name} {n}" for name, n in retryable.items() if n)
+        lines.append(
+            f"retryable: {sum(retryable.values())} rows failed for a transient reason ({where}); "
+            "a plain rerun re-asks them"
+        )
+    return lines
+
+
+def run_details(run_dir: Path) -> list[str]:
+    """What `status` prints under its table: a run in progress, retryable rows, quota fill, per-stage
+    figures, tokens per task."""
+    lines = [*run_state_lines(run_dir)]
     seeds = StageStore(run_dir, "seeds").manifest
     if seeds.get("quota"):
         fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in seeds["quota"].items())

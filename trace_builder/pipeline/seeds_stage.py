@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from trace_builder.config import MAX_SEED_CHARS
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
@@ -17,6 +21,8 @@ from trace_builder.seeds import (
     select_seeds,
 )
 from trace_builder.store import StageStore
+
+log = logging.getLogger("trace_builder")
 
 SEED_SCHEMA = pa.schema(
     [
@@ -94,7 +100,20 @@ async def seed_pool(ctx: StageContext, *, synthesize_to: int = 0) -> list[Seed]:
     if cfg.source == "builtin":
         seeds = load_builtin_seeds()
     else:
-        seeds = load_seed_file(cfg.source, text_column=cfg.text_column, input_column=cfg.input_column)
+        skipped: Counter = Counter()
+        seeds = load_seed_file(
+            cfg.source,
+            text_column=cfg.text_column,
+            input_column=cfg.input_column,
+            max_chars=cfg.max_chars,
+            skipped=skipped,
+        )
+        if skipped["too_long"]:
+            log.warning(
+                "%d seeds longer than %s characters skipped (seeds.max_chars)",
+                skipped["too_long"],
+                f"{cfg.max_chars:,}",
+            )
     seeds = select_seeds(dedupe_seeds(seeds), None, languages=cfg.languages, rng_seed=ctx.config.seed)
     if synthesize_to > len(seeds):
         seeds = await synthesize_seeds(ctx, seeds, synthesize_to)
@@ -122,8 +141,11 @@ async def run_seeds(ctx: StageContext, source: StageStore | None, store: StageSt
 
 def _settings(config) -> dict:
     synthesizes = config.seeds.synthesize_to > 0 or config.target.when_seeds_run_out == "synthesize"
+    seeds = config.seeds.model_dump()
+    if seeds["max_chars"] == MAX_SEED_CHARS:
+        del seeds["max_chars"]  # added later: runs made before keep their fingerprint
     return {
-        "seeds": config.seeds.model_dump(),
+        "seeds": seeds,
         "target": config.target.model_dump(),
         "seed": config.seed,
         **(model_settings(config) if synthesizes else {}),

@@ -1,0 +1,61 @@
+"""An error storm: nearly every recent request to a server failing for the same transient reason.
+
+Retries make a short outage invisible, but a server that is gone makes every request retry
+for a minute and then fail its row, one row after another. The backend records each attempt
+here; once the recent attempts have been failing for the same reason for `after_s` seconds,
+the run stops with one line, and a rerun resumes it (and re-asks the rows that failed).
+429s are not counted: a server that says "slow down" is answering.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from trace_builder.errors import UserError
+
+
+class ServerStorm(UserError):
+    """The run stopped because the server kept failing; nothing is lost, a rerun resumes."""
+
+
+class StormWatch:
+    """Outcomes of the last `window` attempts; a storm is `share` of them failing for one reason."""
+
+    def __init__(
+        self,
+        after_s: float,
+        window: int = 32,
+        share: float = 0.9,
+        min_failures: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.after_s = after_s
+        self.share = share
+        self.min_failures = min_failures
+        self.clock = clock
+        self._recent: deque[str | None] = deque(maxlen=window)
+        self._since: float | None = None  # when the recent attempts turned stormy
+
+    def record(self, reason: str | None) -> tuple[str, int, int, float] | None:
+        """One attempt's outcome (None: answered). Returns (reason, failed, of, seconds) once a storm
+        has lasted `after_s`, else None."""
+        self._recent.append(reason)
+        counts = Counter(r for r in self._recent if r is not None)
+        top, failed = counts.most_common(1)[0] if counts else (None, 0)
+        if top is None or failed < self.min_failures or failed < self.share * len(self._recent):
+            self._since = None
+            return None
+        now = self.clock()
+        if self._since is None:
+            self._since = now
+        lasted = now - self._since
+        return (top, failed, len(self._recent), lasted) if lasted >= self.after_s else None
+
+
+def storm_message(server: str, reason: str, failed: int, of: int, lasted: float) -> str:
+    return (
+        f"stopped: the server at {server} keeps failing ({reason}: {failed} of the last {of} requests, "
+        f"for {lasted:.0f} s); finished shards are kept: rerun the same command to resume once it is back"
+    )
