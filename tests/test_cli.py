@@ -128,11 +128,11 @@ def test_status_inspect_and_exports(tmp_path, finished_run):
     lf = tmp_path / "lf"
     assert cli("export", "--out", str(run_dir), "--format", "llamafactory", "--dest", str(lf)).returncode == 0
     info = json.loads((lf / "dataset_info.json").read_text())
-    assert set(info) == {"trace_sft", "trace_dpo", "trace_iopo"}
+    assert set(info) == {"trace_sft", "trace_eval", "trace_dpo", "trace_iopo"}
     lines = (lf / "trace_iopo.jsonl").read_text().splitlines()
     if lines:
-        group = json.loads(lines[0])
-        assert [t["from"] for t in group["conversations"]] == ["human", "human"]  # x1, x2
+        pair = json.loads(lines[0])
+        assert [t["from"] for t in pair["conversations"]] == ["human"]  # x1: y1 > y2, then x2: y2 > y1
     trl = tmp_path / "trl"
     assert cli("export", "--out", str(run_dir), "--format", "trl", "--dest", str(trl)).returncode == 0
     first = json.loads((trl / "dpo.jsonl").read_text().splitlines()[0])
@@ -160,3 +160,65 @@ def test_seed_synthesis_reaches_its_target(tmp_path, scripted_server):
     assert len(seeds) == 140 and 0 < builtin < 140
     assert (seeds.loc[seeds["source"] != "builtin", "source"] == "synthesized").all()
     assert not seeds["seed_id"].duplicated().any()
+
+
+def test_version():
+    from trace_builder import __version__
+
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"trace-build {__version__}"
+
+
+def test_status_fits_80_columns_and_counts_failures_once(finished_run):
+    from trace_builder.pipeline.failures import row_failure
+    from trace_builder.store import StageStore, read_parquet_dir
+
+    run_dir, _, _ = finished_run
+    done = cli("status", "--out", str(run_dir), env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"stages of {run_dir}") and not lines[0].startswith("run ")
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert "…" not in done.stdout  # no header or figure cut short
+    header = lines[1].split()
+    assert header[:2] == ["stage", "status"] and {"rows", "failed"} <= set(header)
+    # the failed column is what the rows say (the one definition the progress bar shares)
+    failed = {line.split()[0]: int(line.split()[header.index("failed")]) for line in lines[3:9]}
+    for stage in ("expand", "respond", "perturb"):
+        rows = read_parquet_dir(run_dir / stage).to_dict("records")
+        manifest = StageStore(run_dir, stage).manifest
+        expected = sum(row_failure(row, stage) is not None for row in rows)
+        assert failed[stage] == expected == sum(manifest["failures"].values()), stage
+    narrow = cli("status", "--out", str(run_dir), env={"COLUMNS": "50"})
+    assert "hidden to fit 50 columns: cached" in narrow.stdout and "…" not in narrow.stdout
+
+
+def test_a_failure_counts_where_its_stage_made_it():
+    from trace_builder.pipeline.failures import failure_counts, row_failure
+
+    expand_failed = {"status": "failed", "failed_stage": "expand", "reason": "quality_rejected"}
+    no_group = {"status": "ok", "failed_stage": "", "dpo_status": "ok", "iopo_status": "failed", "iopo_reason": "y2"}
+    no_rejected = {"status": "ok", "dpo_status": "failed", "dpo_reason": "rejected_passed_judge"}
+    assert row_failure(expand_failed, "expand") == "expand: quality_rejected"
+    assert row_failure(expand_failed, "respond") is None  # failed upstream: not respond's failure
+    assert row_failure(no_group, "perturb") == "iopo: y2" and row_failure(no_group, "respond") is None
+    assert failure_counts([expand_failed, no_group, no_rejected], "respond") == {"dpo: rejected_passed_judge": 1}
+
+
+def test_status_figures_compact_only_when_needed():
+    from trace_builder.status_view import compact, status_table
+
+    assert [compact(v) for v in (0, 99_999, 412_475, 1_244_731, 312_456_789, 8.04, "1/1")] == [
+        "0",
+        "99,999",
+        "412k",
+        "1.24M",
+        "312M",
+        "8.0",
+        "1/1",
+    ]
+    rows = [{"stage": "expand", "status": "done", "tokens": 412_475, "cached": 3, "secs": 8.0}]
+    _, hidden = status_table(rows, "t", 80)
+    assert hidden == []
+    _, hidden = status_table(rows, "t", 24)
+    assert hidden == ["cached", "secs"]

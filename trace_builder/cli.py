@@ -9,13 +9,29 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from trace_builder.config import BACKEND_KINDS, PROFILES, load_config
 from trace_builder.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
 console = Console(stderr=True)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from trace_builder import __version__
+
+        print(f"trace-build {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top_level(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Build TRACE-style data, train on it, evaluate."""
 
 
 def _apply_overrides(
@@ -42,6 +58,22 @@ def _apply_overrides(
     if eval_rows is not None:
         config.target.eval_rows = eval_rows
     return config
+
+
+def _apply_prices(config, price_in: float | None, price_out: float | None) -> None:
+    """--price-in / --price-out over the config's `prices` (USD per million tokens)."""
+    if price_in is not None:
+        config.prices.input_per_million = price_in
+    if price_out is not None:
+        config.prices.output_per_million = price_out
+
+
+def _apply_rate_limits(config, rpm: float | None, tpm: float | None) -> None:
+    """--rpm / --tpm over the backend's requests and tokens per minute caps."""
+    if rpm is not None:
+        config.backend.requests_per_minute = rpm
+    if tpm is not None:
+        config.backend.tokens_per_minute = tpm
 
 
 def _stage_names() -> tuple[str, ...]:
@@ -80,6 +112,14 @@ def run(
         None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"
     ),
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
+    price_in: float | None = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)"),
+    price_out: float | None = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens"),
+    rpm: float | None = typer.Option(
+        None, "--rpm", min=0.001, help="at most N requests a minute (openai backend; lowered on 429s)"
+    ),
+    tpm: float | None = typer.Option(
+        None, "--tpm", min=1, help="at most N tokens a minute, prompt + completion (openai backend; lowered on 429s)"
+    ),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
     from trace_builder.pipeline.runner import describe_summary, run_pipeline
@@ -104,6 +144,8 @@ def run(
         train_rows=train_rows,
         eval_rows=eval_rows,
     )
+    _apply_prices(config, price_in, price_out)
+    _apply_rate_limits(config, rpm, tpm)
     stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
     describe_summary(summary, console)
@@ -113,18 +155,20 @@ def run(
 def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
     """Show each stage of a run: done / partial / pending, shards, rows, failures, tokens."""
     from trace_builder.pipeline.runner import run_details, stage_rows
+    from trace_builder.rundir import check_run_dir
+    from trace_builder.status_view import status_table
 
-    if not out.is_dir():
-        raise UserError(f"run directory {out} does not exist: pass --out with a run folder made by `trace-build run`")
-    table = Table(title=f"run {out}")
-    rows = stage_rows(out)
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column in ("stage", "status") else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
+    check_run_dir(out)  # a file, a stage folder, some other folder: says which
     screen = Console()
+    table, hidden = status_table(stage_rows(out), f"stages of {out}", screen.width)
     screen.print(table)
+    if hidden:
+        screen.print(f"[dim]hidden to fit {screen.width} columns: {', '.join(hidden)}[/dim]", highlight=False)
     for line in run_details(out):
+        screen.print(line, highlight=False)
+    from trace_builder.progress import run_status_lines
+
+    for line in run_status_lines(out):  # tokens and cost so far; ETAs while a run is live
         screen.print(line, highlight=False)
 
 
@@ -134,8 +178,12 @@ def inspect(
     limit: int = typer.Option(5, "--limit", min=0, help="rows to print"),
     show_stats: bool = typer.Option(False, "--stats", help="distributions instead of rows"),
     where: str | None = typer.Option(None, "--where", help="pandas query, e.g. \"status == 'failed'\""),
+    columns: str | None = typer.Option(None, "--columns", help="only these columns, e.g. id,constraint_count,prompt"),
+    sample: int | None = typer.Option(None, "--sample", min=1, help="N rows drawn at random instead of the first"),
+    seed: int = typer.Option(0, "--seed", help="the random draw of --sample (same seed, same rows)"),
+    as_json: bool = typer.Option(False, "--json", help="rows as JSON lines instead of a table"),
 ) -> None:
-    """Print rows of a stage or dataset, or their distributions with --stats."""
+    """Print rows of a stage or dataset as a table (or JSON lines), or their distributions with --stats."""
     from trace_builder.inspect_data import apply_where, load_frame, stats
 
     frame = apply_where(load_frame(path), where)
@@ -148,13 +196,19 @@ def inspect(
             report["fidelity"] = fidelity_report(path)
         print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return
-    head = frame.head(limit)
-    for record in head.astype(object).where(head.notna(), None).to_dict("records"):
-        print(
-            json.dumps(
-                record, ensure_ascii=False, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)
-            )
-        )
+    from trace_builder.inspect_view import json_lines, parse_columns, pick_rows, row_tables
+
+    chosen = parse_columns(columns, [str(c) for c in frame.columns])
+    rows = pick_rows(frame, limit=limit, sample=sample, seed=seed)
+    rows = rows if chosen is None else rows[chosen]
+    if as_json:
+        for line in json_lines(rows):
+            print(line)
+        return
+    screen = Console()
+    for table in row_tables(rows):
+        screen.print(table)
+    screen.print(f"[dim]{len(rows)} of {len(frame)} rows[/dim]", highlight=False)
 
 
 @app.command()
@@ -162,12 +216,103 @@ def export(
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
     fmt: str = typer.Option(..., "--format", help="trace-jsonl | llamafactory | trl"),
     dest: Path = typer.Option(..., "--dest", help="output file (trace-jsonl) or folder"),
+    split: str = typer.Option("eval", "--split", help="trace-jsonl: the split to export (sft, dpo, iopo, eval)"),
+    iopo_layout: str = typer.Option(
+        "pairs",
+        "--iopo-layout",
+        help="pairs: each IOPO group as (x1: y1 > y2) and (x2: y2 > y1), for stock DPO; "
+        "fork: x1, x2 as two human turns (the IOPO LLaMA-Factory fork)",
+    ),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="write empty files for 0-row splits"),
 ) -> None:
-    """Export final datasets for other tools."""
+    """Export final datasets for other tools (docs/exports.md)."""
     from trace_builder.export import export as do_export
 
-    for name, count in do_export(out, fmt, dest).items():
-        console.print(f"{name}: {count} rows")
+    written = do_export(out, fmt, dest, split=split, iopo_layout=iopo_layout, allow_empty=allow_empty)
+    for name, count in written.items():
+        console.print(f"{name}: {count} rows" + ("  [yellow]warning: empty[/yellow]" if count == 0 else ""))
+
+
+@app.command()
+def view(
+    path: Path = typer.Argument(..., help="a final dataset (e.g. runs/x/final/sft), stage folder or .parquet file"),
+    dest: Path = typer.Option(Path("view.html"), "-o", "--output", help="the HTML file to write"),
+) -> None:
+    """Write a self-contained HTML record viewer (search, filters, each constraint's score); no network needed."""
+    from trace_builder.viewer import write_viewer
+
+    console.print(f"wrote {dest} ({write_viewer(path, dest)} rows)", highlight=False)
+
+
+@app.command()
+def plan(
+    config_path: Path | None = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
+    profile: str | None = typer.Option(None, "--profile", help="trace | demo (as for `run`)"),
+    out: Path = typer.Option(
+        Path("runs/default"), "--out", help="the run directory (the pilot's answers go to its cache)"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
+    seeds: Path | None = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
+    seed_column: str | None = typer.Option(
+        None, "--seed-column", help="column of the seed file holding the instruction"
+    ),
+    backend: str | None = typer.Option(None, "--backend", help="local | openai | vllm"),
+    base_url: list[str] | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"
+    ),
+    model: str | None = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
+    train_rows: int | None = typer.Option(None, "--train-rows", min=1, help="build exactly N train instructions"),
+    eval_rows: int | None = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions"),
+    pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
+    price_in: float | None = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens"),
+    price_out: float | None = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
+) -> None:
+    """Run a pilot of the run's first seeds and project the whole run: seeds, requests, tokens, time, cost."""
+    from rich.table import Table
+
+    from trace_builder.estimate import make_plan, plan_summary_lines, plan_table_rows
+
+    if backend is not None and backend not in BACKEND_KINDS:
+        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
+    config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
+    config = _apply_overrides(
+        config,
+        limit=limit,
+        seeds=seeds,
+        seed_column=seed_column,
+        backend=backend,
+        base_url=base_url,
+        model=model,
+        concurrency=concurrency,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+    )
+    _apply_prices(config, price_in, price_out)
+    result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"plan for {out} (the whole run, pilot included)")
+    for column in ("stage", "requests", "prompt tokens", "completion tokens"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for row in plan_table_rows(result):
+        table.add_row(*row)
+    screen = Console()
+    screen.print(table)
+    for line in plan_summary_lines(result):
+        screen.print(line, highlight=False)
+
+
+@app.command()
+def card(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
+    """(Re)write the dataset card: <run>/final/README.md with the Hub's metadata, statistics and figures."""
+    from trace_builder.card import write_card
+
+    console.print(f"wrote {write_card(out)}", highlight=False)
 
 
 def _register_optional_commands() -> None:
@@ -195,19 +340,25 @@ _register_optional_commands()
 
 
 def main() -> None:
+    import sqlite3
+
+    from trace_builder import exits
+    from trace_builder.redact import redact_text
+
+    exits.watch_signals()
+    exits.show_warnings(console)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into a returned 130
     except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
-        console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: finished shards are kept; rerun the same command to resume")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a read-only --out: what was written stays valid
+        console.print(f"[red]error:[/red] {exits.os_error_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(exits.EXIT_IO)
     except Exception as exc:
         # Usage errors (bad flag values, unknown options) come as the CLI library's own
         # exception types, which know how to print themselves in one short block.
@@ -216,3 +367,8 @@ def main() -> None:
             show()
             sys.exit(exc.exit_code)
         raise
+    if code == 130:
+        console.print(f"[red]{exits.INTERRUPTED}[/red]", highlight=False)
+        sys.exit(exits.interrupted_status())
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -20,6 +20,7 @@ from trace_builder.taxonomy import EVAL_COUNT_HISTOGRAM, EVAL_DIMENSION_COUNTS, 
 BACKEND_KINDS = ("local", "openai", "vllm")
 BackendKind = Literal["local", "openai", "vllm"]
 PROFILES = ("trace", "demo")
+MAX_SEED_CHARS = 20_000
 
 
 class Strict(BaseModel):
@@ -38,6 +39,13 @@ class BackendConfig(Strict):
     concurrency: int = Field(64, ge=1, le=4096)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(6, ge=0, le=50)
+    # Stop the run when (nearly) every recent request failed for the same transient reason
+    # (server unreachable, a 5xx storm) for this long: the run ends resumable, not row by row.
+    storm_after_s: float = Field(45.0, gt=0)
+    # Caps on what is sent (openai backend), lowered for a while by the server's 429 answers.
+    # Transport only: in no fingerprint. None: no cap (and 429s are only retried).
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion
     batch_size: int = Field(8, ge=1, le=256)  # local backend
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
 
@@ -59,6 +67,7 @@ class SeedsConfig(Strict):
     # Seeds in other languages are welcome; their prompts fall back to the English templates.
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"], min_length=1)
     synthesize_to: int = Field(0, ge=0)  # ask the LLM for more seeds until there are this many
+    max_chars: int = Field(MAX_SEED_CHARS, ge=1)  # longer seeds are skipped and counted
 
 
 class TaxonomyConfig(Strict):
@@ -121,10 +130,36 @@ class TargetConfig(Strict):
         return self.max_seeds or 4 * ((self.train_rows or 0) + self.eval_rows)
 
 
+class CardConfig(Strict):
+    """The dataset card (final/README.md). Not in any fingerprint: it changes no row."""
+
+    # A Hub licence id (apache-2.0, cc-by-4.0, mit, other...). Default 'unknown': the right
+    # licence depends on the seeds' and the generating model's terms, which only the user knows.
+    license: str = "unknown"
+    pretty_name: str | None = None  # default: 'TRACE-style complex instructions (<model>)'
+
+
+class PricesConfig(Strict):
+    """Dollars per million tokens, for the cost `plan`, the progress bars and `status` show (none when unset)."""
+
+    input_per_million: float | None = Field(None, ge=0)
+    output_per_million: float | None = Field(None, ge=0)
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """Dollars for these tokens; None when no price is set."""
+        if self.input_per_million is None and self.output_per_million is None:
+            return None
+        spent = (self.input_per_million or 0.0) * prompt_tokens + (self.output_per_million or 0.0) * completion_tokens
+        return round(spent / 1e6, 4)
+
+
 class RunConfig(Strict):
     profile: str = "trace"
     seed: int = 0
     shard_size: int = Field(256, ge=1)
+    # A plain rerun re-asks rows that failed for a transient reason (pipeline/retry.py), this
+    # many times per shard at most.
+    transient_retries: int = Field(2, ge=0, le=10)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
@@ -134,6 +169,8 @@ class RunConfig(Strict):
     perturb: PerturbConfig = Field(default_factory=PerturbConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
+    prices: PricesConfig = Field(default_factory=PricesConfig)
 
     def describe(self) -> str:
         """The key settings in one line, for the first line of a run."""

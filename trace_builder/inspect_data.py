@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from trace_builder.errors import UserError
-from trace_builder.store import read_json, read_parquet_dir
+from trace_builder.store import read_manifest, read_parquet_dir
 from trace_builder.taxonomy import dimension_for_label
 
 
@@ -98,7 +98,8 @@ def stats(frame: pd.DataFrame, manifest_dir: Path | None = None) -> dict[str, di
             if len(reasons):
                 out[f"{side}_failure_reasons"] = dict(Counter(reasons).most_common(10))
     if manifest_dir is not None:
-        manifest = read_json(Path(manifest_dir) / "_manifest.json") or {}
+        folder = Path(manifest_dir)
+        manifest = read_manifest(folder.parent, folder.name) or {}
         if manifest.get("usage"):
             out["tokens"] = manifest["usage"]
     return out

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from trace_builder.config import PricesConfig
 from trace_builder.llm.client import LLMClient
+from trace_builder.pipeline.failures import row_failure
 from trace_builder.store import read_json, write_json_atomic
 
 _REFRESH_S = 0.25
@@ -276,7 +277,7 @@ class StageBar:
 
     def row_done(self, row: dict) -> None:
         self.done += 1
-        if row.get("status") != "ok" and row.get("failed_stage") == self.stage:
+        if row_failure(row, self.stage) is not None:
             self.failed += 1
         # The last row of a stage is always drawn: the throttle must not leave a bar short of its end.
         self.display.tick(force=self.done >= self.total)

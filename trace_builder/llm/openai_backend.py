@@ -13,7 +13,10 @@ from tenacity.wait import wait_base
 
 from trace_builder.errors import LLMError, UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
+from trace_builder.llm.ratelimit import RateLimit
+from trace_builder.llm.storm import ServerStorm, StormWatch, storm_message
 from trace_builder.llm.structured import is_closed_schema
+from trace_builder.redact import redact_text
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _RETRY_AFTER_CAP_S = 120.0
@@ -57,11 +60,27 @@ class _BackoffHonouringRetryAfter(wait_base):
         return random.uniform(0, ceiling)
 
 
+def storm_reason(exc: BaseException) -> str | None:
+    """The reason an attempt counts towards an error storm (None: it does not count)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection_error"
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return f"http_{exc.status_code}"
+    return None
+
+
 @dataclass
 class _Replica:
     base_url: str
     client: openai.AsyncOpenAI
     in_flight: int = 0
+
+    @property
+    def shown(self) -> str:
+        """The URL as messages show it: credentials redacted."""
+        return redact_text(self.base_url)
 
 
 class OpenAIBackend:
@@ -83,6 +102,8 @@ class OpenAIBackend:
         max_retries: int = 6,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        storm_after_s: float = 45.0,
+        rate_limit: RateLimit | None = None,
     ):
         self.model = model
         urls = list(base_urls or []) or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
@@ -102,10 +123,13 @@ class OpenAIBackend:
         self._max_retries = max_retries
         self._wait = _BackoffHonouringRetryAfter(backoff_initial_s, backoff_max_s)
         self._next = 0
+        self._storm = StormWatch(storm_after_s)
+        self.rate_limit = rate_limit or RateLimit()  # requests/tokens per minute caps; none by default
 
     @property
     def base_urls(self) -> list[str]:
-        return [r.base_url for r in self._replicas]
+        """The servers' URLs as messages show them (credentials redacted)."""
+        return [r.shown for r in self._replicas]
 
     def _pick_replica(self) -> _Replica:
         # Fewest in flight; rotate the starting point so ties spread evenly.
@@ -162,19 +186,28 @@ class OpenAIBackend:
                 "timeout", f"no answer within the request timeout after {self._max_retries} retries"
             ) from exc
         except openai.APIConnectionError as exc:
-            raise LLMError("connection_error", str(exc)[:120]) from exc
+            raise LLMError("connection_error", redact_text(str(exc))[:120]) from exc
         except openai.APIStatusError as exc:
             reason = "rate_limited" if exc.status_code == 429 else f"http_{exc.status_code}"
-            raise LLMError(reason, str(exc.message)[:120]) from exc
+            raise LLMError(reason, redact_text(str(exc.message))[:120]) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _send(self, body: dict, options: dict) -> ChatResult:
+        ticket = await self.rate_limit.acquire(body)  # waits under the caps, before a replica is chosen
         replica = self._pick_replica()
         replica.in_flight += 1
         try:
             raw = await replica.client.post("/chat/completions", body=body, options=options, cast_to=bytes)
+        except openai.RateLimitError:  # 429: the caps are set too high for this server, for now
+            self.rate_limit.throttled(ticket)
+            raise
+        except openai.APIError as exc:
+            if not (isinstance(exc, openai.APIStatusError) and exc.status_code == 429):
+                self._watch(replica, storm_reason(exc))
+            raise
         finally:
             replica.in_flight -= 1
+        self._watch(replica, None)
         try:
             response = json.loads(raw)
             choices = response.get("choices")
@@ -182,6 +215,7 @@ class OpenAIBackend:
                 raise LLMError("no_choices", "the server returned no choices")
             choice = choices[0]
             usage = response.get("usage") or {}
+            await self.rate_limit.settle(ticket, usage)
             return ChatResult(
                 text=(choice.get("message") or {}).get("content") or "",
                 prompt_tokens=usage.get("prompt_tokens") or 0,
@@ -191,6 +225,12 @@ class OpenAIBackend:
         except (ValueError, AttributeError, TypeError) as exc:  # not JSON, or not a chat completion
             raise LLMError("malformed_response", f"{type(exc).__name__}: {raw[:100]!r}") from exc
 
+    def _watch(self, replica: _Replica, reason: str | None) -> None:
+        """Count an attempt's outcome; stop the run when the server has been failing for too long."""
+        storm = self._storm.record(reason)
+        if storm is not None:
+            raise ServerStorm(storm_message(replica.shown, *storm))
+
     async def preflight(self) -> None:
         """Fail fast, with one clear line, if a server is down, rejects the key or lacks the model."""
         for replica in self._replicas:
@@ -198,11 +238,11 @@ class OpenAIBackend:
                 models = await replica.client.with_options(timeout=10.0, max_retries=1).models.list()
             except openai.AuthenticationError:
                 raise UserError(
-                    f"the server at {replica.base_url} rejected the API key (401): set OPENAI_API_KEY to a valid key"
+                    f"the server at {replica.shown} rejected the API key (401): set OPENAI_API_KEY to a valid key"
                 ) from None
             except (openai.APIConnectionError, openai.APITimeoutError):
                 raise UserError(
-                    f"cannot reach an OpenAI-compatible server at {replica.base_url}: start one "
+                    f"cannot reach an OpenAI-compatible server at {replica.shown}: start one "
                     "(scripts/serve_vllm.sh) or pass --base-url with the right address"
                 ) from None
             except openai.APIStatusError:
@@ -210,7 +250,7 @@ class OpenAIBackend:
             served = [m.id for m in models.data]
             if served and self.model not in served:
                 raise UserError(
-                    f"model {self.model!r} is not served at {replica.base_url} (it serves: "
+                    f"model {self.model!r} is not served at {replica.shown} (it serves: "
                     f"{', '.join(served[:5])}): pass --model with one of those"
                 )
 

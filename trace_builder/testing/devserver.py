@@ -14,7 +14,8 @@ import hashlib
 import json
 import socket
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,6 +89,7 @@ class ScriptedServer:
         model: str = "scripted",
         port: int = 0,
         api_key: str | None = None,
+        requests_per_minute: float | None = None,
     ):
         self.responder = responder
         self.latency_s = latency_s
@@ -95,6 +97,10 @@ class ScriptedServer:
         self.model = model
         self.port = port
         self.api_key = api_key  # when set, any other bearer token gets a 401
+        # When set, chat requests above this rate (over the last second) get a 429, as from a
+        # provider's rate limit: what the client's rate limiter learns from.
+        self.requests_per_minute = requests_per_minute
+        self._accepted_at: deque[float] = deque()
         self.stats = _Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -206,6 +212,9 @@ class ScriptedServer:
         attempt = self.stats.by_request[digest_hex]
         structured = (body.get("response_format") or {}).get("type") == "json_schema"
         fault = self.faults.pick(int(digest_hex[:12], 16), attempt, structured)
+        if self._over_rate_limit():
+            self.stats.faults["rate_limit"] += 1
+            return 429, {"error": {"message": "rate limit reached", "type": "requests"}}, {"Retry-After": "0.5"}
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if fault == "429":
@@ -240,6 +249,18 @@ class ScriptedServer:
             {},
         )
 
+    def _over_rate_limit(self) -> bool:
+        """Whether a chat request now exceeds `requests_per_minute` (a sliding one-second window)."""
+        if not self.requests_per_minute:
+            return False
+        now = time.monotonic()
+        while self._accepted_at and now - self._accepted_at[0] >= 1.0:
+            self._accepted_at.popleft()
+        if len(self._accepted_at) >= self.requests_per_minute / 60:
+            return True
+        self._accepted_at.append(now)
+        return False
+
     def stats_snapshot(self) -> dict:
         return {
             "by_task": dict(self.stats.by_task),
@@ -266,9 +287,12 @@ def main(argv: list[str] | None = None) -> None:
         default=1.0,
         help="chance that an answer meets each constraint (by constraint and seed)",
     )
+    parser.add_argument("--rpm", type=float, default=None, help="answer 429 above this many requests a minute")
     args = parser.parse_args(argv)
     responder = ScriptedResponder(mark_rate=args.mark_rate)
-    server = ScriptedServer(responder, latency_s=args.latency, model=args.model, port=args.port)
+    server = ScriptedServer(
+        responder, latency_s=args.latency, model=args.model, port=args.port, requests_per_minute=args.rpm
+    )
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve())
