@@ -45,6 +45,7 @@ seeds:
   limit: {overrides.pop("limit", 24)}
 filter:
   eval_size: {overrides.pop("eval_size", 3)}
+  eval_max_share: {overrides.pop("eval_max_share", 1.0)}
   train_size: null
 """
     for key, value in overrides.items():

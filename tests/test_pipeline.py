@@ -20,6 +20,16 @@ def run(config_path, out, stages=("seeds", "taxonomy", "expand", "respond", "per
     return asyncio.run(run_pipeline(load_config(config_path), out, list(stages), fresh=fresh))
 
 
+def test_a_small_plain_run_keeps_most_rows_for_training(tmp_path, scripted_server):
+    # TRACE's eval_size (1000) would otherwise take every row of a small run, leaving sft empty.
+    cfg = write_config(tmp_path / "c.yaml", scripted_server.base_url, eval_size=1000, eval_max_share=0.1)
+    out = tmp_path / "run"
+    run(cfg, out)
+    sft, evaluation = read_parquet_dir(out / "final" / "sft"), read_parquet_dir(out / "final" / "eval")
+    kept = len(sft) + len(evaluation)
+    assert kept > 12 and len(evaluation) == int(0.1 * kept)
+
+
 def test_each_stage_writes_its_rows(tmp_path, scripted_server):
     cfg = write_config(tmp_path / "c.yaml", scripted_server.base_url)
     out = tmp_path / "run"

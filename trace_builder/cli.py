@@ -82,38 +82,60 @@ def _stage_names() -> tuple[str, ...]:
     return STAGE_NAMES
 
 
+# Options `run` and `plan` share: a plan takes exactly the options of the run it projects.
+CONFIG_OPTION = typer.Option(None, "--config", help="YAML run config, laid over the profile")
+PROFILE_OPTION = typer.Option(
+    None,
+    "--profile",
+    help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace",
+)
+LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="use at most N seeds")
+SEEDS_OPTION = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet")
+SEED_COLUMN_OPTION = typer.Option(None, "--seed-column", help="column of the seed file holding the instruction")
+BACKEND_OPTION = typer.Option(None, "--backend", help="local | openai | vllm")
+BASE_URL_OPTION = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)")
+MODEL_OPTION = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)")
+CONCURRENCY_OPTION = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)")
+TRAIN_ROWS_OPTION = typer.Option(
+    None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
+)
+EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
+PRICE_IN_OPTION = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)")
+PRICE_OUT_OPTION = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens")
+
+
+def _run_config(config_path, profile, backend, base_url, price_in, price_out, **overrides):
+    """The run's settings: profile, then --config, then flags; bad names are one-line errors."""
+    if backend is not None and backend not in BACKEND_KINDS:
+        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
+    config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
+    config = _apply_overrides(config, backend=backend, base_url=base_url, **overrides)
+    _apply_prices(config, price_in, price_out)
+    return config
+
+
 @app.command()
 def run(
     stage: str = typer.Option(
         "all", "--stage", help="all, or one stage: seeds, taxonomy, expand, respond, perturb, filter"
     ),
-    config_path: Path | None = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
-    profile: str | None = typer.Option(
-        None,
-        "--profile",
-        help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace",
-    ),
+    config_path: Path | None = CONFIG_OPTION,
+    profile: str | None = PROFILE_OPTION,
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
-    seeds: Path | None = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
-    seed_column: str | None = typer.Option(
-        None, "--seed-column", help="column of the seed file holding the instruction"
-    ),
-    backend: str | None = typer.Option(None, "--backend", help="local | openai | vllm"),
-    base_url: list[str] | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"
-    ),
-    model: str | None = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
-    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
-    train_rows: int | None = typer.Option(
-        None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
-    ),
-    eval_rows: int | None = typer.Option(
-        None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"
-    ),
+    limit: int | None = LIMIT_OPTION,
+    seeds: Path | None = SEEDS_OPTION,
+    seed_column: str | None = SEED_COLUMN_OPTION,
+    backend: str | None = BACKEND_OPTION,
+    base_url: list[str] | None = BASE_URL_OPTION,
+    model: str | None = MODEL_OPTION,
+    concurrency: int | None = CONCURRENCY_OPTION,
+    train_rows: int | None = TRAIN_ROWS_OPTION,
+    eval_rows: int | None = EVAL_ROWS_OPTION,
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
-    price_in: float | None = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)"),
-    price_out: float | None = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens"),
+    price_in: float | None = PRICE_IN_OPTION,
+    price_out: float | None = PRICE_OUT_OPTION,
     rpm: float | None = typer.Option(
         None, "--rpm", min=0.001, help="at most N requests a minute (openai backend; lowered on 429s)"
     ),
@@ -127,24 +149,21 @@ def run(
     names = _stage_names()
     if stage != "all" and stage not in names:
         raise UserError(f"unknown stage {stage!r}: use all or one of {', '.join(names)}")
-    if backend is not None and backend not in BACKEND_KINDS:
-        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
-    if profile is not None and profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
-    config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
-    config = _apply_overrides(
-        config,
+    config = _run_config(
+        config_path,
+        profile,
+        backend,
+        base_url,
+        price_in,
+        price_out,
         limit=limit,
         seeds=seeds,
         seed_column=seed_column,
-        backend=backend,
-        base_url=base_url,
         model=model,
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
     )
-    _apply_prices(config, price_in, price_out)
     _apply_rate_limits(config, rpm, tpm)
     stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
@@ -246,27 +265,23 @@ def view(
 
 @app.command()
 def plan(
-    config_path: Path | None = typer.Option(None, "--config", help="YAML run config, laid over the profile"),
-    profile: str | None = typer.Option(None, "--profile", help="trace | demo (as for `run`)"),
+    config_path: Path | None = CONFIG_OPTION,
+    profile: str | None = PROFILE_OPTION,
     out: Path = typer.Option(
         Path("runs/default"), "--out", help="the run directory (the pilot's answers go to its cache)"
     ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="use at most N seeds"),
-    seeds: Path | None = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet"),
-    seed_column: str | None = typer.Option(
-        None, "--seed-column", help="column of the seed file holding the instruction"
-    ),
-    backend: str | None = typer.Option(None, "--backend", help="local | openai | vllm"),
-    base_url: list[str] | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"
-    ),
-    model: str | None = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)"),
-    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)"),
-    train_rows: int | None = typer.Option(None, "--train-rows", min=1, help="build exactly N train instructions"),
-    eval_rows: int | None = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions"),
+    limit: int | None = LIMIT_OPTION,
+    seeds: Path | None = SEEDS_OPTION,
+    seed_column: str | None = SEED_COLUMN_OPTION,
+    backend: str | None = BACKEND_OPTION,
+    base_url: list[str] | None = BASE_URL_OPTION,
+    model: str | None = MODEL_OPTION,
+    concurrency: int | None = CONCURRENCY_OPTION,
+    train_rows: int | None = TRAIN_ROWS_OPTION,
+    eval_rows: int | None = EVAL_ROWS_OPTION,
     pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
-    price_in: float | None = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens"),
-    price_out: float | None = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens"),
+    price_in: float | None = PRICE_IN_OPTION,
+    price_out: float | None = PRICE_OUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
 ) -> None:
     """Run a pilot of the run's first seeds and project the whole run: seeds, requests, tokens, time, cost."""
@@ -274,24 +289,21 @@ def plan(
 
     from trace_builder.estimate import make_plan, plan_summary_lines, plan_table_rows
 
-    if backend is not None and backend not in BACKEND_KINDS:
-        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
-    if profile is not None and profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
-    config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
-    config = _apply_overrides(
-        config,
+    config = _run_config(
+        config_path,
+        profile,
+        backend,
+        base_url,
+        price_in,
+        price_out,
         limit=limit,
         seeds=seeds,
         seed_column=seed_column,
-        backend=backend,
-        base_url=base_url,
         model=model,
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
     )
-    _apply_prices(config, price_in, price_out)
     result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
     if as_json:
         print(json.dumps(result, indent=2))

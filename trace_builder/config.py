@@ -109,6 +109,9 @@ class FilterConfig(Strict):
     max_prompt_chars: int = Field(12000, ge=100)
     max_response_chars: int = Field(12000, ge=100)
     eval_size: int = Field(1000, ge=0)
+    # A plain run gives eval at most this share of its kept rows (TRACE: 1K of 121K), so a small
+    # run still has training data; a target-size run's eval_rows are exact instead.
+    eval_max_share: float = Field(0.1, ge=0, le=1)
     train_size: int | None = Field(120000, ge=0)  # None: all that remains
 
 

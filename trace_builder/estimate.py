@@ -30,10 +30,9 @@ from trace_builder.llm.factory import make_backend, preflight
 from trace_builder.pipeline.admission import QuotaAdmission
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
-from trace_builder.pipeline.seeds_stage import seed_pool, seed_row, write_seed_shards
+from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
 from trace_builder.progress import format_duration
 from trace_builder.prompts import prompts_digest
-from trace_builder.seeds import select_seeds
 from trace_builder.store import StageStore, read_json, write_json_atomic
 from trace_builder.taxonomy import plan_for_seed
 
@@ -156,9 +155,8 @@ async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dic
         seeds.clear()
         admission = QuotaAdmission(ctx, seeds, StageStore(scratch, "perturb"))
         await admission.prepare()
-        return (await admission._next_round())[:k], None
-    pool = await seed_pool(ctx, synthesize_to=config.seeds.synthesize_to)
-    chosen = select_seeds(pool, config.seeds.limit, rng_seed=config.seed)
+        return (await admission.next_round())[:k], None
+    chosen = await plain_run_seeds(ctx)
     return [seed_row(s) for s in chosen[:k]], [s.id for s in chosen]
 
 

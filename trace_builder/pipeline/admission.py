@@ -110,7 +110,7 @@ class QuotaAdmission(RowSource):
             yield index
         while True:
             await self._wait_idle()
-            batch = await self._next_round()
+            batch = await self.next_round()
             if not batch:
                 return
             first = max(self.store.done_shards(), default=-1) + 1
@@ -160,7 +160,7 @@ class QuotaAdmission(RowSource):
             "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else [],
         }
 
-    async def _next_round(self) -> list[dict]:
+    async def next_round(self) -> list[dict]:
         cfg = self.ctx.config
         state = self.measure()
         short = self._short(state)

@@ -108,7 +108,8 @@ def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Da
         is_eval = kept.index.isin(list(eval_labels))
         train = kept[kept.index.isin(list(train_labels))]
     else:
-        eval_labels = split_by_count(kept["constraint_count"], cfg.eval_size, seed)
+        eval_size = min(cfg.eval_size, int(cfg.eval_max_share * len(kept)))
+        eval_labels = split_by_count(kept["constraint_count"], eval_size, seed)
         is_eval = kept.index.isin(list(eval_labels))
         train = kept[~is_eval]
         if cfg.train_size is not None and len(train) > cfg.train_size:

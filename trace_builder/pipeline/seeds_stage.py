@@ -130,10 +130,14 @@ def write_seed_shards(store: StageStore, rows: list[dict], shard_size: int, firs
     return written
 
 
-async def run_seeds(ctx: StageContext, source: StageStore | None, store: StageStore) -> dict:
+async def plain_run_seeds(ctx: StageContext) -> list[Seed]:
+    """The seeds a plain (not target-size) run takes, in shard order: the pool, at most seeds.limit."""
     seeds = await seed_pool(ctx, synthesize_to=ctx.config.seeds.synthesize_to)
-    seeds = select_seeds(seeds, ctx.config.seeds.limit, rng_seed=ctx.config.seed)
-    rows = [seed_row(s) for s in seeds]
+    return select_seeds(seeds, ctx.config.seeds.limit, rng_seed=ctx.config.seed)
+
+
+async def run_seeds(ctx: StageContext, source: StageStore | None, store: StageStore) -> dict:
+    rows = [seed_row(s) for s in await plain_run_seeds(ctx)]
     store.manifest["total_shards"] = -(-len(rows) // ctx.config.shard_size)
     write_seed_shards(store, rows, ctx.config.shard_size)
     return {}
