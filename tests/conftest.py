@@ -52,3 +52,15 @@ filter:
         text += f"{key}: {value}\n"
     path.write_text(text)
     return str(path)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: a tiny model gains nothing from threads, and on a shared 2-core box
+    OpenMP spinning against other processes slows every step by orders of magnitude."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,13 +11,7 @@ from trace_builder.train.runner import build_dpo_trainer, load_model, load_token
 ROWS = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core box OpenMP spinning against other processes slows every step badly.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

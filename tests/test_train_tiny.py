@@ -10,15 +10,7 @@ from trace_builder.train.config import load_config
 from trace_builder.train.iopo import IOPOTrainer
 from trace_builder.train.runner import build_iopo_trainer, load_model, load_tokenizer, run_training
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A 32-wide model gains nothing from threads, and on a shared 2-core box OpenMP spinning
-    # against other processes slows every step by orders of magnitude.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
