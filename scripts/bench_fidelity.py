@@ -16,23 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from trace_builder.config import load_config
 from trace_builder.fidelity import fidelity_report
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.store import manifest_path, read_json
-
-
-def start_server(mark_rate: float) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "trace_builder.testing.devserver", "--mark-rate", str(mark_rate)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    return proc, proc.stdout.readline().strip()
+from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 
 def main() -> None:
@@ -44,27 +36,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temp folder)")
     args = parser.parse_args()
 
-    proc, base_url = start_server(args.mark_rate)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            run_dir = args.out or Path(tmp) / "run"
-            config = load_config(profile="trace", backend_kind="openai")
-            config.backend.kind, config.backend.model = "openai", "scripted"
-            config.backend.base_urls, config.backend.concurrency = [base_url], args.concurrency
-            config.shard_size = 64
-            config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
-            started = time.perf_counter()
-            asyncio.run(run_pipeline(config, run_dir, list(STAGE_NAMES)))
-            elapsed = time.perf_counter() - started
-            report = fidelity_report(run_dir)
-            seeds = read_json(manifest_path(run_dir, "seeds"))
-            report["seeds_admitted"] = seeds.get("admitted")
-            report["rounds"] = len(seeds.get("rounds", []))
-            report["yield_per_seed"] = round((args.train_rows + args.eval_rows) / max(seeds.get("admitted") or 1, 1), 3)
-            report["elapsed_s"] = round(elapsed, 1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devserver_process(mark_rate=args.mark_rate) as base_url, tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.out or Path(tmp) / "run"
+        config = scripted_trace_config(base_url, args.concurrency)
+        config.shard_size = 64
+        config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
+        started = time.perf_counter()
+        asyncio.run(run_pipeline(config, run_dir, list(STAGE_NAMES)))
+        elapsed = time.perf_counter() - started
+        report = fidelity_report(run_dir)
+        seeds = read_json(manifest_path(run_dir, "seeds"))
+    report["seeds_admitted"] = seeds.get("admitted")
+    report["rounds"] = len(seeds.get("rounds", []))
+    report["yield_per_seed"] = round((args.train_rows + args.eval_rows) / max(seeds.get("admitted") or 1, 1), 3)
+    report["elapsed_s"] = round(elapsed, 1)
     print(json.dumps(report, indent=2))
 
 

@@ -33,8 +33,6 @@ import asyncio
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,10 +41,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trace_builder.config import load_config
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.store import StageStore
+from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 DEFAULT_STAGES = "seeds,taxonomy,expand,respond,perturb"  # every stage that asks the LLM; filter asks none
 TOPICS = ["rivers", "bridges", "tea", "chess", "volcanoes", "jazz", "bees", "satellites", "bread", "glaciers"]
@@ -57,15 +55,6 @@ def write_seeds(path: Path, count: int) -> None:
         for i in range(count):
             text = f"Write a short explainer about {TOPICS[i % len(TOPICS)]} for reader group {i}."
             handle.write(json.dumps({"text": text, "language": "en", "domain": TOPICS[i % len(TOPICS)]}) + "\n")
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trace_builder.testing.devserver", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return proc, proc.stdout.readline().strip()
 
 
 def server_requests(base_url: str) -> int:
@@ -177,12 +166,8 @@ async def run_bare(base_url: str, requests: int, concurrency: int, model: str) -
 
 
 def pipeline_config(args: argparse.Namespace, base_url: str, seeds: Path):
-    config = load_config(profile="trace", backend_kind="openai")
+    config = scripted_trace_config(base_url, args.concurrency)
     config.shard_size = args.shard_size
-    config.backend.kind = "openai"  # backend_kind chose the profile; the kind itself is set here
-    config.backend.base_urls = [base_url]
-    config.backend.model = "scripted"
-    config.backend.concurrency = args.concurrency
     config.generation.temperature = 0.0  # greedy: every rejection-sampling loop asks once
     config.seeds.source = str(seeds)
     config.seeds.languages = ["en"]
@@ -217,46 +202,37 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown stage(s) {unknown}: use {','.join(STAGE_NAMES)}")
 
-    proc, base_url = start_server(args.latency)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = args.keep or Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            seeds = work / "seeds.jsonl"
-            write_seeds(seeds, args.seeds)
-            config = pipeline_config(args, base_url, seeds)
-            console = Console(stderr=True, quiet=True)  # no live bars: they would cost the run CPU
-            base_rss = rss_mib()
-            with RssSampler() as sampler:
-                started = time.perf_counter()
-                summary = asyncio.run(run_pipeline(config, work / "run", stages, fresh=True, console=console))
-                elapsed = time.perf_counter() - started
-            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            requests = server_requests(base_url)
-            print(
-                f"server        latency {args.latency:.3f} s, {args.concurrency} in flight, shard size {args.shard_size}"
-            )
-            last = StageStore(work / "run", stages[-1])
-            rows = f"{last.rows_written()} rows out of {stages[-1]}"
-            if summary.final_rows:
-                rows += f", final {summary.final_rows}"
-            print(f"pipeline      {args.seeds} seeds through {','.join(stages)}: {rows}")
-            report("pipeline", requests, elapsed, args.latency, args.concurrency)
-            if requests:
-                print(f"              {1000 * elapsed / requests:.3f} ms of wall time per request")
-            print(f"peak RSS      {peak_rss:.0f} MiB (at start {base_rss:.0f} MiB)")
-            print(
-                "RSS by tenth  "
-                + " ".join(f"{r:.0f}" for r in sampler.by_tenth())
-                + " MiB (peak in each tenth of the run)"
-            )
-            if not args.skip_bare and requests:
-                bare_elapsed = asyncio.run(run_bare(base_url, requests, args.concurrency, config.backend.model))
-                report("bare", server_requests(base_url) - requests, bare_elapsed, args.latency, args.concurrency)
-                print(f"pipeline/bare {bare_elapsed / elapsed:.3f} (bare elapsed / pipeline elapsed)")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devserver_process(latency=args.latency) as base_url, tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        seeds = work / "seeds.jsonl"
+        write_seeds(seeds, args.seeds)
+        config = pipeline_config(args, base_url, seeds)
+        console = Console(stderr=True, quiet=True)  # no live bars: they would cost the run CPU
+        base_rss = rss_mib()
+        with RssSampler() as sampler:
+            started = time.perf_counter()
+            summary = asyncio.run(run_pipeline(config, work / "run", stages, fresh=True, console=console))
+            elapsed = time.perf_counter() - started
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        requests = server_requests(base_url)
+        print(f"server        latency {args.latency:.3f} s, {args.concurrency} in flight, shard size {args.shard_size}")
+        last = StageStore(work / "run", stages[-1])
+        rows = f"{last.rows_written()} rows out of {stages[-1]}"
+        if summary.final_rows:
+            rows += f", final {summary.final_rows}"
+        print(f"pipeline      {args.seeds} seeds through {','.join(stages)}: {rows}")
+        report("pipeline", requests, elapsed, args.latency, args.concurrency)
+        if requests:
+            print(f"              {1000 * elapsed / requests:.3f} ms of wall time per request")
+        print(f"peak RSS      {peak_rss:.0f} MiB (at start {base_rss:.0f} MiB)")
+        print(
+            "RSS by tenth  " + " ".join(f"{r:.0f}" for r in sampler.by_tenth()) + " MiB (peak in each tenth of the run)"
+        )
+        if not args.skip_bare and requests:
+            bare_elapsed = asyncio.run(run_bare(base_url, requests, args.concurrency, config.backend.model))
+            report("bare", server_requests(base_url) - requests, bare_elapsed, args.latency, args.concurrency)
+            print(f"pipeline/bare {bare_elapsed / elapsed:.3f} (bare elapsed / pipeline elapsed)")
 
 
 if __name__ == "__main__":

@@ -15,24 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
-from trace_builder.config import RunConfig, load_config
+from trace_builder.config import RunConfig
 from trace_builder.estimate import make_plan
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.store import StageStore
-
-
-def start_server(mark_rate: float) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "trace_builder.testing.devserver", "--mark-rate", str(mark_rate)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    return proc, proc.stdout.readline().strip()
+from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 
 def run_usage(run_dir: Path) -> dict[str, int]:
@@ -83,24 +76,17 @@ def main() -> None:
     args = parser.parse_args()
 
     quiet = Console(stderr=True, quiet=True)
-    proc, base_url = start_server(args.mark_rate)
     results = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in ("target", "plain"):
-                config = load_config(profile="trace", backend_kind="openai")
-                config.seed = args.seed
-                config.backend.kind, config.backend.model = "openai", "scripted"
-                config.backend.base_urls, config.backend.concurrency = [base_url], args.concurrency
-                config.shard_size = 64
-                if name == "target":
-                    config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
-                else:
-                    config.seeds.limit, config.filter.eval_size = args.limit, 20
-                results.append(bench_case(name, config, Path(tmp), args.pilot, quiet))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devserver_process(mark_rate=args.mark_rate) as base_url, tempfile.TemporaryDirectory() as tmp:
+        for name in ("target", "plain"):
+            config = scripted_trace_config(base_url, args.concurrency)
+            config.seed = args.seed
+            config.shard_size = 64
+            if name == "target":
+                config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
+            else:
+                config.seeds.limit, config.filter.eval_size = args.limit, 20
+            results.append(bench_case(name, config, Path(tmp), args.pilot, quiet))
     print(json.dumps(results, indent=2))
 
 

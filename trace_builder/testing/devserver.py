@@ -10,14 +10,18 @@ client, on plain asyncio, so that it stays far faster than the client it serves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 Responder = Callable[[str, dict], str]
 
@@ -269,6 +273,34 @@ class ScriptedServer:
             "repeated": {k: v for k, v in self.stats.by_request.items() if v > 1},
             "faults": dict(self.stats.faults),
         }
+
+
+@contextlib.contextmanager
+def devserver_process(**flags: float | str) -> Iterator[str]:
+    """This server in its own process (so its CPU is not the benchmark's), as a base URL.
+
+    `flags` are main()'s options by their Python names: devserver_process(latency=0.5, mark_rate=0.9).
+    """
+    command = [sys.executable, "-m", "trace_builder.testing.devserver"]
+    for name, value in flags.items():
+        command += ["--" + name.replace("_", "-"), str(value)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def scripted_trace_config(base_url: str, concurrency: int = 64) -> Any:
+    """A run config with the `trace` profile that asks this server (model "scripted")."""
+    from trace_builder.config import load_config
+
+    config = load_config(profile="trace", backend_kind="openai")
+    config.backend.kind = "openai"  # backend_kind chose the profile; the kind itself is set here
+    config.backend.model = "scripted"
+    config.backend.base_urls, config.backend.concurrency = [base_url], concurrency
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:
