@@ -222,3 +222,28 @@ def test_status_figures_compact_only_when_needed():
     assert hidden == []
     _, hidden = status_table(rows, "t", 24)
     assert hidden == ["cached", "secs"]
+
+
+def test_a_model_that_cannot_load_is_one_line_and_exit_1(tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    cache = tmp_path / "cache"
+    done = cli(
+        "run", "--backend", "local", "--model", str(broken), "--out", str(tmp_path / "r"),
+        env={"TRACE_BUILD_CACHE": str(cache)},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert_one_line_error(done, f"cannot load model {broken}", "config, weights, tokenizer", "traceback:")
+    logs = list((cache / "logs").glob("model-load-*.log"))
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text()
+
+
+def test_model_load_errors_name_the_package_to_install():
+    from trace_builder.errors import ModelLoadError
+
+    raised = ValueError("accelerate is required when loading a GGUF file `pip install accelerate`.")
+    assert ModelLoadError.of("gemma3-270m", raised, "reinstall").fix == "pip install accelerate"
+    missing = ModuleNotFoundError("No module named 'llama_cpp'", name="llama_cpp")
+    assert ModelLoadError.of("m", missing, "reinstall").fix == "pip install llama-cpp-python"
+    assert ModelLoadError.of("m", RuntimeError("out of memory"), "use a smaller model").fix == "use a smaller model"

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from trace_builder.config import BACKEND_KINDS, PROFILES, load_config
-from trace_builder.errors import UserError
+from trace_builder.errors import ModelLoadError, UserError, missing_package_fix
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
 console = Console(stderr=True)
@@ -342,8 +342,13 @@ def _register_optional_commands() -> None:
         app.command("train", help="Train SFT, DPO or IOPO on the final datasets.")(train_command)
     try:
         from trace_builder.evaluate.cli import eval_app
-    except ImportError:
-        pass
+    except ImportError as exc:  # shown when `eval` is asked for, never hidden
+        _eval_missing = f"{exc} ({missing_package_fix(exc) or 'reinstall trace-build'})"
+
+        @app.command("eval")
+        def eval_unavailable() -> None:
+            """Evaluate a model with TRACE's protocol (unavailable: see the error)."""
+            raise UserError(f"evaluation is unavailable: {_eval_missing}")
     else:
         app.add_typer(eval_app, name="eval")
 
@@ -364,6 +369,9 @@ def main() -> None:
     except UserError as exc:
         console.print(f"[red]error:[/red] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except ModelLoadError as exc:
+        console.print(f"[red]error:[/red] {exits.model_load_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(exits.EXIT_MODEL)
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     except typer.Exit as exc:

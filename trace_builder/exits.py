@@ -6,6 +6,8 @@ import errno
 import logging
 import signal
 import sqlite3
+import time
+from pathlib import Path
 
 from trace_builder.redact import redact_text
 
@@ -13,6 +15,7 @@ INTERRUPTED = "interrupted; rerun the same command to resume"
 EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it
 EXIT_SIGTERM = 143  # 128 + SIGTERM
 EXIT_IO = 1
+EXIT_MODEL = 1
 
 _received: list[int] = []
 
@@ -63,6 +66,21 @@ def os_error_line(exc: BaseException) -> str:
         errno.EISDIR: "a folder stands where a file must be",
     }.get(exc.errno or 0, "what was already written is kept; rerun the same command to resume")
     return redact_text(f"cannot write {path}: {cause}{f' ({code})' if code else ''}: {hint}")
+
+
+def model_load_line(exc) -> str:
+    """One line for a model that did not load, naming the log file that holds the whole traceback."""
+    from trace_builder.llm.model_files import model_cache_root
+
+    logs = model_cache_root().parent / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        log_file: Path | None = logs / f"model-load-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log_file.write_text(exc.details, encoding="utf-8")
+    except OSError:
+        log_file = None  # an unwritable cache folder must not hide the error itself
+    where = f" (traceback: {log_file})" if log_file else ""
+    return redact_text(f"{exc}{where}")
 
 
 class _OneLine(logging.Handler):

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from trace_builder.errors import LLMError, UserError
+from trace_builder.errors import LLMError, ModelLoadError, UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.local_engine import LocalEngine, default_thread_count
 from trace_builder.llm.model_files import EMBEDDED_MODEL, ensure_embedded_model, resolve_model_dir
@@ -68,7 +68,7 @@ class LocalBackend:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._load_error: LLMError | UserError | None = None
+        self._load_error: ModelLoadError | UserError | None = None
         self._loaded = threading.Event()
         # Sizes of the batches generated so far (for benchmarks and tests).
         self.batch_sizes: list[int] = []
@@ -119,13 +119,19 @@ class LocalBackend:
                 return
 
     def _load_engine(self) -> LocalEngine | None:
+        model_dir = self._model_dir
         try:
-            model_dir = self._model_dir or ensure_embedded_model()
+            model_dir = model_dir or ensure_embedded_model()
             return LocalEngine(model_dir, self.num_threads)
-        except UserError as error:
+        except (UserError, ModelLoadError) as error:
             self._load_error = error
         except Exception as exc:
-            self._load_error = LLMError("model_load_failed", f"{self.model}: {exc}")
+            fix = (
+                f"delete {model_dir} so that it is converted again"
+                if self._model_dir is None
+                else f"check that {model_dir} holds a complete Hugging Face causal-LM (config, weights, tokenizer)"
+            )
+            self._load_error = ModelLoadError.of(self.model, exc, fix)
         finally:
             self._loaded.set()
         return None

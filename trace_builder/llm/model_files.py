@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trace_builder.errors import UserError
+from trace_builder.errors import ModelLoadError, UserError
 
 EMBEDDED_MODEL = "gemma3-270m"
 EMBEDDED_DIR_NAME = "gemma-3-270m"
+
+_REINSTALL = "reinstall trace-build with its dependencies (pip install -e .), or use a server with --base-url URL"
 
 # Written last into a converted model dir: its presence means the conversion finished.
 _DONE_MARKER = "trace_build_conversion.json"
@@ -59,6 +61,9 @@ def ensure_embedded_model(cache_root: Path | None = None) -> Path:
         try:
             _convert_embedded_gguf(work)
             os.replace(work, target)
+        except Exception as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ModelLoadError.of(EMBEDDED_MODEL, exc, _REINSTALL) from exc
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

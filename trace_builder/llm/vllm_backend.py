@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from queue import Empty, Queue
 from typing import Any
 
-from trace_builder.errors import LLMError, UserError
+from trace_builder.errors import LLMError, ModelLoadError, UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
 
 _BATCH_WAIT_S = 0.02  # gather requests this long so the engine sees a batch, not a trickle
@@ -37,7 +37,12 @@ class VLLMBackend:
         except ImportError:
             raise UserError("the vllm backend needs vLLM on a GPU machine: pip install 'trace-build[vllm]'") from None
         self.model = model
-        self._llm = LLM(model=model, **(engine_args or {}))
+        try:
+            self._llm = LLM(model=model, **(engine_args or {}))
+        except Exception as exc:  # a wrong name, no GPU, too little memory: all end the run here
+            raise ModelLoadError.of(
+                model, exc, "check --model (a local dir or a cached hub id) and backend.engine_args against the GPU"
+            ) from exc
         self._queue: Queue[tuple[ChatRequest, Future] | None] = Queue()
         self._worker = threading.Thread(target=self._serve, name="vllm-engine", daemon=True)
         self._worker.start()

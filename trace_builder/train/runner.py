@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from trace_builder.errors import UserError
+from trace_builder.errors import ModelLoadError, UserError
 from trace_builder.train.config import TrainConfig
 from trace_builder.train.data import (
     dpo_records,
@@ -70,8 +70,8 @@ def load_model(model_path: str, config: TrainConfig) -> Any:
         kwargs["attn_implementation"] = config.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model {model_path} ({_first_line(exc)}): pass a local causal-LM dir") from None
+    except Exception as exc:
+        raise ModelLoadError.of(model_path, exc, "pass a local causal-LM dir (config, weights)") from exc
     model.config.use_cache = False
     return model
 
