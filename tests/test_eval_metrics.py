@@ -1,4 +1,4 @@
-"""The metrics on hand-made judgements: exact values, failures left out, bootstrap intervals."""
+"""The metrics on hand-made judgements: exact values, failures counted as zeros, bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -35,38 +35,39 @@ def test_hand_computed_values():
         "generation_failed": 1,
         "judge_failed": 1,
         "failure_reasons": {"generation_failed:timeout": 1, "judge_failed:invalid_json": 1},
-        "constraints_judged": 9,
+        "constraints": 12,
     }
-    assert (m["if_s"]["hits"], m["if_s"]["n"]) == (1, 2)
-    assert m["if_s"]["value"] == pytest.approx(0.5)
-    assert (m["if_m"]["hits"], m["if_m"]["n"]) == (2, 3)  # c and e followed, d not
-    assert m["overall"]["value"] == pytest.approx(3 / 5)
-    assert (m["csr"]["hits"], m["csr"]["n"]) == (7, 9)  # a 1, b 0, c 3, d 1, e 2
-    assert m["mean_score"]["value"] == pytest.approx(83 / 9)
-    assert m["by_count"]["1"]["value"] == pytest.approx(0.5)
-    assert m["by_count"]["2"]["value"] == pytest.approx(0.5)
+    assert (m["if_s"]["hits"], m["if_s"]["n"]) == (1, 3)  # a yes, b no, g failed
+    assert m["if_s"]["value"] == pytest.approx(1 / 3)
+    assert (m["if_m"]["hits"], m["if_m"]["n"]) == (2, 4)  # c and e followed, d not, f failed
+    assert m["overall"]["value"] == pytest.approx(3 / 7)
+    assert (m["csr"]["hits"], m["csr"]["n"]) == (7, 12)  # a 1, b 0, c 3, d 1, e 2, f 0 of 2, g 0 of 1
+    assert m["mean_score"]["value"] == pytest.approx(83 / 12)
+    assert m["by_count"]["1"]["value"] == pytest.approx(1 / 3)
+    assert m["by_count"]["2"]["value"] == pytest.approx(1 / 3)
     assert m["by_count"]["3"]["value"] == pytest.approx(1.0)
     dims = m["by_dimension"]
     assert list(dims) == ["theme", "inclusion", "numerical", "tone_style", "output_format", "unknown"]  # taxonomy order
-    assert dims["numerical"]["csr"]["value"] == pytest.approx(1 / 2)
-    assert dims["numerical"]["if"]["value"] == pytest.approx(1 / 2)  # b no, c yes
+    assert dims["numerical"]["csr"]["value"] == pytest.approx(1 / 3)
+    assert dims["numerical"]["if"]["value"] == pytest.approx(1 / 3)  # b no, c yes, f failed
     assert dims["tone_style"]["csr"]["value"] == pytest.approx(1 / 2)
     assert dims["tone_style"]["type"] == "style"
     assert dims["unknown"]["type"] == "unknown"
-    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(
-        4 / 5
-    )  # a theme 10, b num 9, c inc 10, c num 10, d inc 10
+    # a theme 10, b num 9, c inc 10, c num 10, d inc 10, f theme and num failed, g theme failed
+    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(4 / 8)
     assert m["by_type"]["format"]["csr"]["value"] == pytest.approx(1.0)
     assert m["by_type"]["style"]["if"]["value"] == pytest.approx(1 / 2)  # d no, e yes
     assert m["by_language"]["zh"]["value"] == pytest.approx(2 / 3)
 
 
-def test_failures_are_not_zeros():
-    """Adding failed items changes the failure counts, never a rate."""
+def test_failed_items_count_as_not_followed():
+    """Failing on an item never raises a rate: it counts, with every constraint at 0."""
     judged_only = compute_metrics(_results()[:5], resamples=100, seed=3)
     with_failures = compute_metrics(_results(), resamples=100, seed=3)
-    for key in ("overall", "if_s", "if_m", "csr", "mean_score"):
-        assert with_failures[key] == judged_only[key]
+    for key in ("overall", "if_s", "if_m", "csr"):
+        assert with_failures[key]["hits"] == judged_only[key]["hits"]
+        assert with_failures[key]["n"] > judged_only[key]["n"]
+        assert with_failures[key]["value"] < judged_only[key]["value"]
 
 
 def test_intervals_are_seeded_and_bracket_the_value():
@@ -100,5 +101,6 @@ def test_undefined_rates_are_none():
     m = compute_metrics([ItemResult("a", ("theme", "value"), (10, 10))], resamples=50)
     assert m["if_s"] == {"value": None, "low": None, "high": None, "hits": 0, "n": 0}
     assert m["if_m"]["value"] == 1.0
-    empty = compute_metrics([ItemResult("x", ("theme",), None, status=JUDGE_FAILED, reason="timeout")], resamples=50)
-    assert empty["overall"]["value"] is None and empty["items"]["judge_failed"] == 1
+    failed = compute_metrics([ItemResult("x", ("theme",), None, status=JUDGE_FAILED, reason="timeout")], resamples=50)
+    assert failed["overall"]["value"] == 0.0 and failed["items"]["judge_failed"] == 1
+    assert compute_metrics([], resamples=50)["overall"]["value"] is None

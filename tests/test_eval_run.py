@@ -46,18 +46,20 @@ def test_known_judgements_give_known_metrics(servers, data, tmp_path):
     outcome = _run(data, out, scripted_config(servers[0].base_url, servers[1].base_url))
     m = outcome.metrics
     # A followed; B 8; C followed; D 10+5; E judge fails; F empty answer -> 0; G generation fails.
+    # Every item counts: E and G score 0 on each constraint, so failing raises no rate.
     assert m["items"]["total"] == 7 and m["items"]["judged"] == 5
     assert m["items"]["generation_failed"] == 1 and m["items"]["judge_failed"] == 1
     assert m["items"]["failure_reasons"] == {"generation_failed:connection_error": 1, "judge_failed:invalid_json": 1}
     assert (m["if_s"]["hits"], m["if_s"]["n"]) == (1, 3)  # A yes, B no, F no
-    assert (m["if_m"]["hits"], m["if_m"]["n"]) == (1, 2)  # C yes, D no
-    assert (m["overall"]["hits"], m["overall"]["n"]) == (2, 5)
-    assert (m["csr"]["hits"], m["csr"]["n"]) == (5, 8)
-    assert m["mean_score"]["value"] == pytest.approx((10 + 8 + 30 + 15 + 0) / 8)
+    assert (m["if_m"]["hits"], m["if_m"]["n"]) == (1, 4)  # C yes, D no, E and G failed
+    assert (m["overall"]["hits"], m["overall"]["n"]) == (2, 7)
+    assert (m["csr"]["hits"], m["csr"]["n"]) == (5, 12)
+    assert m["mean_score"]["value"] == pytest.approx((10 + 8 + 30 + 15 + 0 + 0 + 0) / 12)
     assert m["by_dimension"]["theme"]["csr"]["value"] == pytest.approx(1 / 2)  # A 10, F 0
     assert m["by_dimension"]["inclusion"]["csr"]["value"] == pytest.approx(1.0)  # C, D
-    assert m["by_dimension"]["tone_style"]["csr"]["value"] == pytest.approx(0.0)  # D 5 (E not judged)
-    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(4 / 6)
+    assert m["by_dimension"]["tone_style"]["csr"]["value"] == pytest.approx(0.0)  # D 5, E failed
+    assert m["by_dimension"]["emotion"]["if"]["n"] == 1  # G's, counted though its answer failed
+    assert m["by_type"]["content"]["csr"]["value"] == pytest.approx(4 / 8)
     assert json.loads((out / "metrics.json").read_text()) == m
 
     predictions = pd.read_parquet(out / "predictions")
@@ -73,10 +75,12 @@ def test_known_judgements_give_known_metrics(servers, data, tmp_path):
     assert list(by_id.loc["D", "scores"]) == [10, 5] and list(by_id.loc["D", "decided_by"]) == ["llm", "llm"]
     assert by_id.loc["E", "status"] == "judge_failed" and by_id.loc["E", "scores"] is None
     assert by_id.loc["F", "reason"] == "empty_response" and list(by_id.loc["F", "scores"]) == [0]
-    assert servers[1].stats_snapshot()["by_task"] == {"eval.judge": 5}  # B C D E A; F needs no judge, G has no answer
+    # B C D A once, E three times (answers that fail validation are asked again); F needs no judge, G has no answer
+    assert servers[1].stats_snapshot()["by_task"] == {"eval.judge": 7}
 
     md = (out / "report.md").read_text()
-    assert "| IF-S | 33.3 |" in md and "| IF-M | 50.0 |" in md
+    assert "| IF-S | 33.3 |" in md and "| IF-M | 25.0 |" in md
+    assert "2 items whose answer failed" not in md and "1 items whose answer failed" in md
     page = (out / "report.html").read_text()
     assert page.count("<svg") == 2 and "<title>" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)  # self-contained
@@ -110,11 +114,12 @@ def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
     outcome = _run(data, out, config.model_copy(update={"chunk_size": 5}))
     after = _requests(servers)
     # Everything answered before the crash came from the cache: only the rest was asked.
-    cacheable = 6 + 5  # answers A..F (F's is empty) and judge calls A..E (E's answer is unusable, still an answer)
-    assert 0 < cached < cacheable
+    cacheable = 6 + 4  # answers A..F (F's is empty) and judge calls A..D
+    assert 0 < cached <= cacheable
+    # E's judge answers never validate, so they are never cached: asked 3 times (each reseeded) on resume.
     # G's generation fails, so it is never cached: asked once more unless its chunk (G alone) finished.
     g_again = 0 if "part-00003.parquet" in written else 1
-    assert after - before == (cacheable - cached) + g_again
+    assert after - before == (cacheable - cached) + 3 + g_again
     assert outcome.stats.skipped_items == sum(
         len(pd.read_parquet(p)) for p in (out / "judgements").glob("part-*.parquet") if p.name in written
     )
@@ -161,6 +166,13 @@ def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, t
     urls = (servers[0].base_url, servers[1].base_url)
     _run(data, out, scripted_config(*urls))
     requests = _requests(servers)
+    # A finished eval run again re-asks what failed for a transient reason (E's judgement, G's answer),
+    # transient_retries (2) times at most; then a rerun asks nothing.
+    for _ in range(2):
+        again = _run(data, out, scripted_config(*urls))
+        assert again.stats.items == 4 and again.stats.skipped_items == 3  # the chunks [D E F] and [G]
+        assert _requests(servers) == requests + 3 + 1  # E: 3 reseeded asks; G: 1
+        requests = _requests(servers)
     again = _run(data, out, scripted_config(*urls))
     assert again.stats.items == 0 and again.stats.skipped_items == 7
     assert _requests(servers) == requests
@@ -184,7 +196,7 @@ def test_rerun_skips_finished_chunks_and_refuses_other_settings(servers, data, t
     judged = json.loads(manifest_path(out, "judgements").read_text())
     assert judged["failures"] == {"judge_failed:invalid_json": 1}
     # --fresh keeps the cache, which holds only validated answers: the invalid one is asked again
-    assert judged["usage"]["cache_hits"] == 4 and judged["usage"]["requests"] == 1
+    assert judged["usage"]["cache_hits"] == 4 and judged["usage"]["requests"] == 3
 
 
 def test_resume_checks(tmp_path):
@@ -301,3 +313,13 @@ def test_our_eval_split_with_check_specs(servers, tmp_path):
     assert outcome.metrics["by_dimension"]["inclusion"]["csr"]["value"] == pytest.approx(0.5)
     predictions = pd.read_parquet(tmp_path / "eval" / "predictions")
     assert predictions["source"].eq("ours").all()
+
+
+def test_an_eval_folder_takes_one_run_at_a_time(servers, data, tmp_path):
+    from trace_builder.runlock import RunLock
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    with RunLock(out), pytest.raises(UserError, match="in use by another run"):
+        _run(data, out, scripted_config(servers[0].base_url, servers[1].base_url))
+    assert not (out / "judgements").exists()

@@ -15,6 +15,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 
 from trace_builder.errors import LLMError
 from trace_builder.llm.base import ChatRequest, ChatResult
@@ -118,42 +119,68 @@ def test_sigint_and_sigterm_stop_cleanly_and_the_rerun_resumes(tmp_path):
 
 # -- only validated answers are cached; a retry after a rejection is reseeded ---------------
 class _SeedSensitive:
-    """A seeded server whose answer to the original seed never validates."""
+    """A seeded server whose answers to the original seed never validate: not JSON, or (with a
+    schema asking for exactly two scores) one score, as a model without a strict grammar gives."""
 
     name, model = "fake", "fake"
 
-    def __init__(self):
-        self.seeds: list[int | None] = []
+    def __init__(self, bad: str = "not json"):
+        self.bad = bad
+        self.requests: list[ChatRequest] = []
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.requests]
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        self.seeds.append(request.seed)
-        return ChatResult(text="not json" if request.seed == 5 else '{"scores": []}')
+        self.requests.append(request)
+        return ChatResult(text=self.bad if request.seed == 5 else '{"scores": [1, 2]}')
 
     async def aclose(self) -> None:
         pass
 
 
-def test_a_rejected_answer_is_not_cached_and_the_retry_changes_the_seed(tmp_path):
-    from pydantic import BaseModel
+class _Scores(BaseModel):
+    scores: list[int]
 
-    class Answer(BaseModel):
-        scores: list[int]
 
-    backend = _SeedSensitive()
+_TWO_SCORES = {
+    "type": "object",
+    "properties": {"scores": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}},
+    "required": ["scores"],
+    "additionalProperties": False,
+}
 
-    async def ask() -> Answer:
-        client = LLMClient(backend, RequestCache(tmp_path / "cache.sqlite"), concurrency=2)
+
+def _ask(tmp_path, backend, attempts: int) -> _Scores:
+    async def ask() -> _Scores:
+        client = LLMClient(backend, RequestCache(tmp_path / "cache.sqlite"), concurrency=2, answer_attempts=attempts)
         try:
-            return await client.chat_json([{"role": "user", "content": "q"}], Answer, tag="t", seed=5)
+            messages = [{"role": "user", "content": "q"}]
+            return await client.chat_json(messages, _Scores, tag="t", seed=5, json_schema=_TWO_SCORES)
         finally:
             client.cache.close()
 
-    with pytest.raises(LLMError, match="invalid_json"):
-        asyncio.run(ask())
+    return asyncio.run(ask())
+
+
+@pytest.mark.parametrize(("bad", "reason"), [("not json", "invalid_json"), ('{"scores": [7]}', "schema_mismatch")])
+def test_a_rejected_answer_is_not_cached_and_the_retry_changes_the_seed(tmp_path, bad, reason):
+    backend = _SeedSensitive(bad)
+    with pytest.raises(LLMError, match=reason):
+        _ask(tmp_path, backend, attempts=1)
     assert len(RequestCache(tmp_path / "cache.sqlite")) == 0  # the failure is not replayed
-    assert asyncio.run(ask()).scores == []  # a rerun asks again, with another seed
+    assert _ask(tmp_path, backend, attempts=1).scores == [1, 2]  # a rerun asks again, with another seed
     assert backend.seeds[0] == 5 and backend.seeds[1] != 5
-    assert asyncio.run(ask()).scores == [] and len(backend.seeds) == 2  # now cached, under the question's key
+    # a greedy question asked again samples: the same seed-free answer would only repeat
+    assert backend.requests[0].temperature == 0 and backend.requests[1].temperature > 0
+    assert _ask(tmp_path, backend, attempts=1).scores == [1, 2] and len(backend.seeds) == 2  # now cached
+
+
+def test_an_answer_off_its_schema_is_asked_again_within_the_step(tmp_path):
+    backend = _SeedSensitive('{"scores": [2071464869609590]}')
+    assert _ask(tmp_path, backend, attempts=3).scores == [1, 2]
+    assert len(backend.seeds) == 2 and len(RequestCache(tmp_path / "cache.sqlite")) == 1
 
 
 # -- transient failures are re-asked by a plain rerun ------------------------------------------

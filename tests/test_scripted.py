@@ -7,105 +7,16 @@ from typing import Any
 
 import pytest
 
+from trace_builder.llm.structured import schema_violation
 from trace_builder.records import build_user_prompt
 from trace_builder.testing.scripted import ScriptedResponder, keyword_for, lenient_respond, mark, respond
 from trace_builder.verify import KINDS, run_check, validate_spec
 
-try:
-    import jsonschema
-except ImportError:  # pragma: no cover - depends on the environment
-    jsonschema = None
-
-
-# -- validating answers against their schema ------------------------------------------------
-def _resolve(node: Any, root: dict) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = root
-        for part in node["$ref"][2:].split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-_TYPES = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "null": type(None),
-}
-
-
-def _errors(value: Any, node: Any, root: dict, where: str = "$") -> list[str]:
-    """The subset of JSON Schema the pipeline's schemas use; enough when jsonschema is not installed."""
-    node = _resolve(node, root)
-    if node is True or node == {} or node is None:
-        return []
-    out: list[str] = []
-    for key in ("anyOf", "oneOf"):
-        if key in node:
-            matches = sum(not _errors(value, option, root, where) for option in node[key])
-            if matches == 0 or (key == "oneOf" and matches > 1):
-                out.append(f"{where}: {matches} of {key} match")
-    for option in node.get("allOf", []):
-        out += _errors(value, option, root, where)
-    if "type" in node:
-        kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
-        ok = any(
-            isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds
-        )
-        if not ok:
-            return out + [f"{where}: {value!r} is not of type {kinds}"]
-    if "const" in node and value != node["const"]:
-        out.append(f"{where}: {value!r} != const {node['const']!r}")
-    if "enum" in node and value not in node["enum"]:
-        out.append(f"{where}: {value!r} not in enum")
-    if isinstance(value, str) and len(value) < node.get("minLength", 0):
-        out.append(f"{where}: shorter than minLength")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in node and value < node["minimum"]:
-            out.append(f"{where}: below minimum")
-        if "maximum" in node and value > node["maximum"]:
-            out.append(f"{where}: above maximum")
-    if isinstance(value, dict):
-        properties = node.get("properties", {})
-        out += [f"{where}: missing {k!r}" for k in node.get("required", []) if k not in value]
-        for key, item in value.items():
-            if key in properties:
-                out += _errors(item, properties[key], root, f"{where}.{key}")
-            elif node.get("additionalProperties") is False:
-                out.append(f"{where}: unexpected {key!r}")
-    if isinstance(value, list):
-        if len(value) < node.get("minItems", 0) or len(value) > node.get("maxItems", len(value)):
-            out.append(f"{where}: {len(value)} items outside [{node.get('minItems')}, {node.get('maxItems')}]")
-        for i, item in enumerate(value):
-            out += _errors(item, node.get("items"), root, f"{where}[{i}]")
-    return out
-
 
 def validated(text: str, schema: dict) -> dict:
     answer = json.loads(text)
-    if jsonschema is not None:
-        jsonschema.validate(answer, schema)
-    else:
-        assert _errors(answer, schema, schema) == []
+    assert schema_violation(answer, schema) is None
     return answer
-
-
-def test_the_fallback_validator_catches_what_it_should():
-    schema = {
-        "type": "object",
-        "properties": {"a": {"type": "array", "minItems": 2, "items": {"enum": ["x"]}}},
-        "required": ["a"],
-        "additionalProperties": False,
-    }
-    assert _errors({"a": ["x", "x"]}, schema, schema) == []
-    assert _errors({"a": ["x"]}, schema, schema)
-    assert _errors({"a": ["x", "y"]}, schema, schema)
-    assert _errors({"a": ["x", "x"], "b": 1}, schema, schema)
-    assert _errors({}, schema, schema)
 
 
 # -- request bodies of the pipeline's shapes ----------------------------------------------------
@@ -361,17 +272,21 @@ def test_worse_drops_a_mark_uses_banned_words_and_runs_long():
 
 
 # -- perturb ---------------------------------------------------------------------------------------
-def _perturb_user(items: list[tuple[str, str]], response: str) -> str:
-    return f"Description: Describe the sea.\nConstraints:\n{numbered(items)}\nInput: NULL\n<<<\n{response}\n>>>\nChange them."
+def _perturb_user(items: list[tuple[str, str]], response: str, operation: str, wording: str = "Operation:") -> str:
+    return (
+        f"Description: Describe the sea.\nConstraints:\n{numbered(items)}\nInput: NULL\n<<<\n{response}\n>>>\n"
+        f"{wording} {operation.upper()}.\nChange them."
+    )
 
 
+@pytest.mark.parametrize("wording", ["Operation:", "操作："])
 @pytest.mark.parametrize(
     ("operation", "low", "high", "count"), [("add", 4, 5, 4), ("delete", 1, 2, 2), ("revise", 3, 3, 3)]
 )
-def test_perturb_reads_the_operation_from_the_schema_and_y1_fails_x2(operation, low, high, count):
+def test_perturb_does_what_the_prompt_names_and_y1_fails_x2(operation, low, high, count, wording):
     y1 = respond("respond.answer", body(build_user_prompt("Describe the sea.", [t for _, t in X1])))
     schema = perturb_schema(low, high)
-    answer = validated(respond("perturb.rewrite", body(_perturb_user(X1, y1), schema)), schema)
+    answer = validated(respond("perturb.rewrite", body(_perturb_user(X1, y1, operation, wording), schema)), schema)
     x2 = answer["constraints"]
     assert len(x2) == count and operation in answer["explanation"]
     if operation == "add":
@@ -460,3 +375,71 @@ def test_structure_fits_a_schema_as_pydantic_writes_it():
     parsed = model.model_validate_json(text)
     assert [getattr(parsed.constraints, k).dimension for k in ("1", "2", "3")] == planned
     validated(text, schema)
+
+
+# -- model-like behaviour ------------------------------------------------------------------------
+def test_model_like_answers_fail_more_often_as_the_count_grows():
+    model = ScriptedResponder.model_like(off_check_rate=0.0, refuse_rate=0.0)
+
+    def full_marks_rate(count: int) -> float:
+        texts = [f"Follow the rule #{i}." for i in range(count)]
+        prompt = build_user_prompt("Describe the sea.", texts)
+        answers = [model("respond.answer", body(prompt, seed=s)) for s in range(300)]
+        return sum(all(mark(t) in a for t in texts) for a in answers) / len(answers)
+
+    one, five, fifteen = full_marks_rate(1), full_marks_rate(5), full_marks_rate(15)
+    assert one > 0.8 and five < 0.6 and fifteen < 0.1 and one > five > fifteen
+
+
+def test_model_like_refusals_are_the_same_whatever_the_seed():
+    from trace_builder.testing.scripted import Refused
+
+    model = ScriptedResponder.model_like(refuse_rate=0.3)
+    prompts = [build_user_prompt(f"Describe sea number {i}.", ["Be brief."]) for i in range(60)]
+    refused = set()
+    for prompt in prompts:
+        outcomes = set()
+        for seed in range(3):
+            try:
+                model("respond.answer", body(prompt, seed=seed))
+                outcomes.add("answered")
+            except Refused:
+                outcomes.add("refused")
+                refused.add(prompt)
+        assert len(outcomes) == 1
+    assert 5 < len(refused) < 35
+
+
+def test_model_like_lists_are_off_by_one_and_numbers_out_of_bounds_sometimes():
+    model = ScriptedResponder.model_like(miscount_rate=0.3, out_of_bounds_rate=0.3)
+    schema = judge_schema(3)
+    user = _judge_user([t for _, t in X1], "no marks here", 0)
+    answers = [json.loads(model("respond.judge", body(user, schema, seed=s))) for s in range(100)]
+    sizes = {len(a["scores"]) for a in answers}
+    assert sizes == {2, 3, 4}
+    assert any(s["score"] > 10 for a in answers for s in a["scores"])
+    broken = sum(schema_violation(a, schema) is not None for a in answers)
+    assert 30 < broken < 75  # the rest fit: a re-asked question (another seed) can succeed
+
+
+def test_model_like_prose_can_carry_a_mark_but_fail_its_check():
+    model = ScriptedResponder.model_like(mark_rate=1.0, off_check_rate=1.0, refuse_rate=0.0)
+    prompt = build_user_prompt("Describe the sea.", [t for _, t in X1])
+    answer = model("respond.answer", body(prompt, seed=1))
+    assert all(mark(text) in answer for _, text in X1)
+    assert keyword_for(KEYWORD_TEXT) not in answer and "banned89abcdef" in answer
+
+
+def test_a_refusal_is_an_http_400_from_the_server():
+    import openai
+
+    from trace_builder.testing.devserver import ScriptedServer
+
+    with ScriptedServer(ScriptedResponder.model_like(refuse_rate=1.0)) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="content management policy"):
+            client.chat.completions.create(
+                model="scripted",
+                messages=[{"role": "user", "content": build_user_prompt("Describe the sea.", ["Be brief."])}],
+                extra_headers={"X-Trace-Build-Task": "respond.answer"},
+            )

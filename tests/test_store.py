@@ -135,3 +135,15 @@ def test_a_damaged_json_file_is_one_line_naming_the_fix(tmp_path):
     (tmp_path / "run.json").write_text('{"trace_build": ')
     with pytest.raises(UserError, match=r"run\.json is damaged .*move it aside"):
         read_json(tmp_path / "run.json")
+
+
+def test_a_manifest_with_int_keys_and_floats_reads_back_as_written(tmp_path, caplog):
+    store = StageStore(tmp_path, "seeds")
+    # What a target run records: counts 1..15 as int keys (2 < 10 as ints, "10" < "2" as strings).
+    store.manifest["rounds"] = [{"admitted": 700, "by_count": {c: c * 3 for c in range(1, 16)}}]
+    store.manifest["quota"] = {c: {"need": c, "usable": 0.1 * c} for c in (2, 10, 15)}
+    store.manifest["elapsed_s"] = 1 / 3
+    store.write_shard(0, TABLE)
+    again = StageStore(tmp_path, "seeds")
+    assert again.done_shards() == {0} and again.manifest["rounds"][0]["by_count"]["10"] == 30
+    assert "damaged" not in caplog.text

@@ -57,6 +57,8 @@ class GenerationConfig(Strict):
     judge_temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
     judge_tokens_per_constraint: int = Field(96, ge=16)  # the judge's budget grows with the list
+    # Answers asked for one question until one validates (not empty; JSON fitting the whole schema sent).
+    answer_attempts: int = Field(3, ge=1, le=10)
 
 
 class SeedsConfig(Strict):

@@ -170,7 +170,9 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
     backend = MeteredBackend(make_backend(config.backend), meter)
     await preflight(backend)
     cache = MeteredCache(RequestCache(run_dir / "cache.sqlite"), meter)
-    client = LLMClient(backend, cache, concurrency=config.backend.concurrency)
+    client = LLMClient(
+        backend, cache, concurrency=config.backend.concurrency, answer_attempts=config.generation.answer_attempts
+    )
     pilot = pilot_config(config)
     ctx = StageContext(config, folder, client)
     started = time.perf_counter()

@@ -129,9 +129,14 @@ def manifest_path(run_dir: Path, stage: str) -> Path:
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest without its own checksum, in a canonical form."""
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    """sha256 of the manifest without its own checksum, in a canonical form.
+
+    The form is the one the file reads back as: a JSON round trip first turns int keys into
+    strings (and tuples into lists), which changes how keys sort ({2, 10} vs {"10", "2"}), so
+    hashing the in-memory dict directly gave a digest that its own file could never match.
+    """
+    body = json.loads(json.dumps({k: v for k, v in manifest.items() if k != "checksum"}, default=str))
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

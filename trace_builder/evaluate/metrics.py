@@ -1,8 +1,11 @@
 """TRACE's metrics from per-constraint scores: IF-S, IF-M, overall, per count / dimension / type, CSR, bootstrap CIs.
 
 An instruction is followed when every one of its constraints scores 10 (TRACE.md §6).
-Items whose answer or judgement failed are counted apart and left out of every rate:
-a judge timeout says nothing about the model under test, so it must not count as a zero.
+Every item counts in every rate: an item whose answer failed (refused, timed out, empty) or
+whose judgement failed scores 0 on each constraint, as IFEval and lm-eval count an empty
+answer. Leaving failures out would make failing on hard items raise the score. How many
+failed, and why, is reported beside the rates (`items`); a plain rerun re-asks what failed
+for a transient reason.
 
 Confidence intervals: an instruction-level rate (IF-S, IF-M, per count, language, dimension)
 is a share of independent items, so it gets the Wilson score interval, which stays honest
@@ -53,6 +56,11 @@ class ItemResult:
     @property
     def followed(self) -> bool:
         return self.scores is not None and all(s >= FULL_MARKS for s in self.scores)
+
+    @property
+    def scored(self) -> tuple[int, ...]:
+        """The scores the rates count: a failed item's constraints each score 0."""
+        return self.scores if self.scores is not None else (0,) * self.constraint_count
 
 
 def dimension_type(dimension: str) -> str:
@@ -142,7 +150,7 @@ def compute_metrics(
     results: Sequence[ItemResult], resamples: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, Any]:
     """Every reported number, JSON-ready. Rates are fractions in [0, 1] (None where undefined)."""
-    judged = [r for r in results if r.status == OK and r.scores is not None]
+    judged = list(results)  # failures included, as zeros (`ItemResult.scored`)
     failures = Counter(
         f"{r.status}:{r.reason or 'unknown'}" for r in results if not (r.status == OK and r.scores is not None)
     )
@@ -177,7 +185,7 @@ def compute_metrics(
 
     def per_item(select) -> tuple[np.ndarray, np.ndarray]:
         hits = np.array(
-            [sum(1 for d, s in zip(r.dimensions, r.scores) if select(d) and s >= FULL_MARKS) for r in judged],
+            [sum(1 for d, s in zip(r.dimensions, r.scored) if select(d) and s >= FULL_MARKS) for r in judged],
             dtype=np.float64,
         )
         total = np.array([sum(1 for d in r.dimensions if select(d)) for r in judged], dtype=np.float64)
@@ -188,7 +196,7 @@ def compute_metrics(
         constraint_groups[f"dim_csr:{d}"] = per_item(lambda x, d=d: x == d)
     for t in types:
         constraint_groups[f"type_csr:{t}"] = per_item(lambda x, t=t: dimension_type(x) == t)
-    score_sums = np.array([float(sum(r.scores)) for r in judged])
+    score_sums = np.array([float(sum(r.scored)) for r in judged])
     constraint_totals = np.array([float(r.constraint_count) for r in judged])
 
     names = list(item_groups) + list(constraint_groups) + ["mean_score"]
@@ -217,11 +225,11 @@ def compute_metrics(
     return {
         "items": {
             "total": len(results),
-            "judged": n,
+            "judged": sum(1 for r in results if r.status == OK and r.scores is not None),
             "generation_failed": sum(1 for r in results if r.status == GENERATION_FAILED),
             "judge_failed": sum(1 for r in results if r.status == JUDGE_FAILED),
             "failure_reasons": dict(sorted(failures.items())),
-            "constraints_judged": int(constraint_totals.sum()) if n else 0,
+            "constraints": int(constraint_totals.sum()) if n else 0,
         },
         "overall": est["overall"],
         "if_s": est["if_s"],
@@ -262,12 +270,12 @@ def item_fraction(result: ItemResult, metric: str) -> tuple[float, float]:
     if metric == "if_m":
         return followed * (count > 1), float(count > 1)
     if metric == "csr":
-        return float(sum(s >= FULL_MARKS for s in result.scores)), float(count)
+        return float(sum(s >= FULL_MARKS for s in result.scored)), float(count)
     raise ValueError(f"no paired test for {metric!r}: use one of {', '.join(PAIRED_METRICS)}")
 
 
-def _judged_by_id(results: Sequence[ItemResult]) -> dict[str, ItemResult]:
-    return {r.id: r for r in results if r.status == OK and r.scores is not None}
+def _by_id(results: Sequence[ItemResult]) -> dict[str, ItemResult]:
+    return {r.id: r for r in results}
 
 
 def paired_bootstrap(
@@ -278,13 +286,13 @@ def paired_bootstrap(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """other - base on the items both runs judged, resampling the same items for both.
+    """other - base on the items both runs hold (failures as zeros), resampling the same items for both.
 
     The p-value is two-sided, from the bootstrap distribution shifted to the null of no
     difference: the share of resampled differences at least as far from the observed one
     as the observed one is from 0 (with the +1 correction, so it is never exactly 0).
     """
-    a, b = _judged_by_id(base), _judged_by_id(other)
+    a, b = _by_id(base), _by_id(other)
     ids = sorted(set(a) & set(b))
     columns = np.array([item_fraction(a[i], metric) + item_fraction(b[i], metric) for i in ids]).reshape(-1, 4)
     num_a, den_a, num_b, den_b = columns.T

@@ -161,9 +161,10 @@ def failure_rows(metrics: dict[str, Any]) -> list[list[str]]:
 def coverage_line(metrics: dict[str, Any]) -> str:
     items = metrics["items"]
     return (
-        f"{items['judged']} of {items['total']} items judged ({items['constraints_judged']} constraints); "
-        f"{items['generation_failed']} generation failures and {items['judge_failed']} judge failures "
-        "are left out of every rate (not counted as zeros)."
+        f"{items['judged']} of {items['total']} items judged; every rate counts all {items['total']} items "
+        f"({items['constraints']} constraints): {items['generation_failed']} items whose answer failed and "
+        f"{items['judge_failed']} whose judgement failed count as not followed, each constraint at 0 "
+        "(reasons below; a plain rerun re-asks what failed for a transient reason)."
     )
 
 

@@ -22,6 +22,7 @@ from trace_builder.errors import UserError
 from trace_builder.evaluate.metrics import GENERATION_FAILED, JUDGE_FAILED
 from trace_builder.evaluate.settings import EvalConfig
 from trace_builder.evaluate.stages import (
+    FAILURE_SIDES,
     GENERATE_TAG,
     ITEMS,
     JUDGE_TAG,
@@ -34,7 +35,10 @@ from trace_builder.evaluate.stages import (
 )
 from trace_builder.pipeline.engine import ChainStage, RowChain, shard_range
 from trace_builder.pipeline.registry import stage_fingerprints
+from trace_builder.pipeline.retry import reopen_retryable
 from trace_builder.progress import PipelineProgress
+from trace_builder.rundir import open_run_dir
+from trace_builder.runlock import RunLock
 from trace_builder.store import StageStore, read_json, write_json_atomic
 
 RUN_JSON = "run.json"
@@ -157,6 +161,11 @@ async def run_eval(
     for name in check_resumable(out_dir, fingerprints, fresh):
         StageStore(out_dir, name).clear()
     _write_run_json(ctx, fingerprints, data_path)
+    if StageStore(out_dir, JUDGEMENTS.name).status == "done":  # a finished eval, run again
+        chain = [PREDICTIONS.name, JUDGEMENTS.name]
+        retried = reopen_retryable(out_dir, chain, [], ctx.config.transient_retries, sides=FAILURE_SIDES)
+        if retried and console is not None:
+            console.print(f"re-asking {retried} items that failed for a transient reason", highlight=False)
     stores = {stage.name: StageStore(out_dir, stage.name) for stage in STAGES}
     items = stores[ITEMS.name]
     await _write_items(ctx, items, fingerprints[ITEMS.name])
@@ -220,14 +229,29 @@ async def evaluate_path(
     console: Console | None = None,
     judge_fn: JudgeFn | None = None,
 ) -> EvalOutcome:
-    """The whole eval: load the items, open both backends, run, then metrics.json and the reports."""
+    """The whole eval, holding the folder's run lock: load the items, open both backends, run, then
+    metrics.json and the reports."""
+    out_dir = Path(out_dir)
+    open_run_dir(out_dir)
+    with RunLock(out_dir):  # one run per folder, as for the pipeline: a second fails at once, naming this one
+        return await _evaluate_locked(data, out_dir, config, fresh, show_progress, console, judge_fn)
+
+
+async def _evaluate_locked(
+    data: Path | str,
+    out_dir: Path,
+    config: EvalConfig,
+    fresh: bool,
+    show_progress: bool,
+    console: Console | None,
+    judge_fn: JudgeFn | None,
+) -> EvalOutcome:
     from trace_builder.evaluate.loading import load_items
     from trace_builder.evaluate.results import finalize
     from trace_builder.llm.cache import RequestCache
     from trace_builder.llm.client import LLMClient
     from trace_builder.llm.factory import make_backend, preflight
 
-    out_dir = Path(out_dir)
     ctx = EvalContext(config, out_dir, load_items(data, limit=config.limit, sample=config.sample))
     if judge_fn is not None:
         ctx.judge_fn = judge_fn

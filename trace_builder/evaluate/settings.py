@@ -40,6 +40,8 @@ class EvalConfig(Strict):
     judging: JudgingSettings = Field(default_factory=JudgingSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     chunk_size: int = Field(256, ge=1)
+    # A plain rerun of a finished eval re-asks items that failed for a transient reason, this many times per chunk at most.
+    transient_retries: int = Field(2, ge=0, le=10)
     limit: int | None = Field(None, ge=1)
     sample: int | None = Field(None, ge=1)  # a subset stratified by constraint count
 

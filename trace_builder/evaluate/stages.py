@@ -18,6 +18,7 @@ from trace_builder.evaluate.settings import EvalConfig, judge_prompt_digest
 from trace_builder.judge import judge_response
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.client import LLMClient
+from trace_builder.pipeline.retry import FailureSide
 from trace_builder.pipeline.stage import Row, Stage
 from trace_builder.store import StageStore
 
@@ -276,4 +277,9 @@ JUDGEMENTS = Stage(
 )
 # Eval's stages write whole shards of their own schema (`fields`), not the pipeline's growing rows.
 STAGES: tuple[Stage, ...] = (ITEMS, PREDICTIONS, JUDGEMENTS)
+# Where an item's failure is recorded, for re-asking those that failed for a transient reason.
+FAILURE_SIDES = (
+    FailureSide("status", GENERATION_FAILED, "reason", PREDICTIONS.name),
+    FailureSide("status", JUDGE_FAILED, "reason", JUDGEMENTS.name),
+)
 SCHEMAS: dict[str, pa.Schema] = {stage.name: pa.schema(stage.fields) for stage in STAGES}

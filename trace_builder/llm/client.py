@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
@@ -126,13 +126,25 @@ def _non_empty(result: ChatResult, tag: str) -> str:
     return result.text
 
 
+# A greedy request answers the same whatever its seed: asked again after an unusable answer, it samples.
+RESAMPLE_TEMPERATURE = 0.7
+
+
 def reseeded(request: ChatRequest, rejections: int) -> ChatRequest:
     """The request as it goes out after `rejections` answers to it failed validation: the same
-    question with a seed of its own (unchanged while nothing was rejected)."""
+    question with a seed of its own, sampled if it was greedy (unchanged while nothing was rejected)."""
     if rejections <= 0:
         return request
     digest = hashlib.sha256(f"{request.seed}:{rejections}".encode()).digest()
-    return replace(request, seed=int.from_bytes(digest[:4], "big") >> 1)
+    return replace(
+        request,
+        seed=int.from_bytes(digest[:4], "big") >> 1,
+        temperature=request.temperature or RESAMPLE_TEMPERATURE,
+    )
+
+
+class AnswerRejected(LLMError):
+    """An answer came back and failed validation (empty, not JSON, off its schema)."""
 
 
 class LLMClient:
@@ -146,11 +158,15 @@ class LLMClient:
     - usage is counted per tag, and a tag's prefix (the stage) sums its tasks.
     """
 
-    def __init__(self, backend: Backend, cache: RequestCache | None = None, concurrency: int = 64):
+    def __init__(
+        self, backend: Backend, cache: RequestCache | None = None, concurrency: int = 64, answer_attempts: int = 3
+    ):
         self.backend = backend
         self.cache = cache
+        self.answer_attempts = answer_attempts
         self._slots = PrioritySlots(concurrency)
         self._in_flight: dict[str, asyncio.Future[ChatResult]] = {}
+        self._rejected: Counter[str] = Counter()  # rejections per question, where there is no cache
         self.usage: dict[str, TagUsage] = defaultdict(TagUsage)
 
     @property
@@ -165,12 +181,23 @@ class LLMClient:
         """`accept(answer)`: an answer from the cache or the backend, cached only once accepted.
 
         `accept` validates (raising LLMError: empty, not JSON, off-schema) and returns what the
-        caller wants. An answer it rejects is never cached, so a rerun asks again instead of
-        replaying the failure, and the rejection is counted: the next ask of that question goes
-        out with another seed, so a seeded server can answer differently (a question that only
-        met a server fault goes out unchanged, and gets the answer a run without the fault got).
-        The accepted answer is cached under the question's own key, whatever seed it came with.
+        caller wants. An answer it rejects is never cached and is asked again, up to
+        `answer_attempts` answers in all: each new ask goes out with another seed (sampled, if
+        the question was greedy), so the server can answer differently; the last rejection is
+        raised. Rejections are counted in the cache, so a rerun goes on from the next seed
+        instead of replaying a failure. A question that only met a server fault goes out
+        unchanged, and gets the answer a run without the fault got. The accepted answer is
+        cached under the question's own key, whatever seed it came with.
         """
+        for attempt in range(1, self.answer_attempts + 1):
+            try:
+                return await self._ask_once(request, tag, accept)
+            except AnswerRejected:
+                if attempt == self.answer_attempts:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _ask_once(self, request: ChatRequest, tag: str, accept: Callable[[ChatResult], T]) -> T:
         key = request_key(self.backend.model, request)
         usage = self.usage[tag]
         progress = ROW_PROGRESS.get()
@@ -180,16 +207,16 @@ class LLMClient:
                 try:
                     value = accept(cached)
                 except LLMError:
-                    self.cache.reject(key)  # cached before answers were validated: ask again, reseeded
+                    self._reject(key)  # cached before answers were validated: ask again, reseeded
                 else:
                     usage.cache_hits += 1
                     return value
-        sent = reseeded(request, self.cache.rejections(key) if self.cache is not None else 0)
+        sent = reseeded(request, self._rejections(key))
         sent_key = key if sent is request else request_key(self.backend.model, sent)
         shared = self._in_flight.get(sent_key)
         if shared is not None:
             usage.cache_hits += 1
-            return self._accepted(await asyncio.shield(shared), accept, usage)
+            return self._accepted(await asyncio.shield(shared), accept, usage, None)
         future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
         self._in_flight[sent_key] = future
         try:
@@ -211,23 +238,29 @@ class LLMClient:
         usage.prompt_tokens += result.prompt_tokens
         usage.completion_tokens += result.completion_tokens
         future.set_result(result)
-        try:
-            value = self._accepted(result, accept, usage)
-        except LLMError:
-            if self.cache is not None:
-                self.cache.reject(key)
-            raise
+        value = self._accepted(result, accept, usage, key)
         if self.cache is not None:
             self.cache.put(key, self.backend.model, result)
         return value
 
-    @staticmethod
-    def _accepted(result: ChatResult, accept: Callable[[ChatResult], T], usage: TagUsage) -> T:
+    def _rejections(self, key: str) -> int:
+        return self.cache.rejections(key) if self.cache is not None else self._rejected[key]
+
+    def _reject(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.reject(key)
+        else:
+            self._rejected[key] += 1
+
+    def _accepted(self, result: ChatResult, accept: Callable[[ChatResult], T], usage: TagUsage, key: str | None) -> T:
+        """`accept(result)`; a rejection is counted against `key` (the asker's, not a sharer's) and raised."""
         try:
             return accept(result)
-        except LLMError:
+        except LLMError as exc:
             usage.failures += 1
-            raise
+            if key is not None:
+                self._reject(key)
+            raise AnswerRejected(exc.reason, exc.detail) from None
 
     async def chat(
         self,
@@ -268,7 +301,7 @@ class LLMClient:
             seed=seed,
             task=tag,
         )
-        return await self.ask(request, tag, lambda result: parse_structured(result.text, schema))
+        return await self.ask(request, tag, lambda result: parse_structured(result.text, schema, request.json_schema))
 
     def usage_for(self, prefix: str) -> dict[str, Any]:
         """Usage summed over the tags of one stage ('expand' sums 'expand.*')."""

@@ -8,6 +8,8 @@ import re
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ValidationError
 
 from trace_builder.errors import LLMError
@@ -105,16 +107,38 @@ def loads_tolerant(text: str) -> Any:
     raise ValueError("no JSON object found")
 
 
-def parse_structured(text: str, model: type[M]) -> M:
-    """Validate an answer against `model`; LLMError('invalid_json' | 'schema_mismatch') if unusable."""
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def schema_violation(data: Any, schema: dict[str, Any]) -> str | None:
+    """Where `data` breaks `schema` (the whole JSON Schema the request sent), or None when it fits.
+
+    Every keyword counts: array lengths, number bounds, enums, required keys, closed objects.
+    A grammar engine may enforce only part of them (llama.cpp ignores number bounds, a server
+    without one enforces nothing), and pydantic types alone miss a judge's 14 scores for 15.
+    """
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    error = best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "answer"
+    return f"{where}: {_snippet(error.message, 120)}"
+
+
+def parse_structured(text: str, model: type[M], schema: dict[str, Any] | None = None) -> M:
+    """An answer as `model`, once it fits `schema` (the JSON Schema that was sent) and `model` both;
+    LLMError('invalid_json' | 'schema_mismatch') if it is unusable."""
     try:
-        return model.model_validate_json(text)
-    except ValidationError:
-        pass
-    try:
-        data = loads_tolerant(text)
+        data = json.loads(text)
     except ValueError:
-        raise LLMError("invalid_json", _snippet(text)) from None
+        try:
+            data = loads_tolerant(text)
+        except ValueError:
+            raise LLMError("invalid_json", _snippet(text)) from None
+    if schema is not None and (problem := schema_violation(data, schema)) is not None:
+        raise LLMError("schema_mismatch", problem)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

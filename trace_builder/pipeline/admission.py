@@ -7,11 +7,15 @@ sized from the yields measured on every earlier round, and the round is written 
 shards before its rows run, so a resumed run continues exactly where it stopped; a round
 starts only when the rows of the previous one are done, which keeps every decision a
 function of what is on disk.
+
+Every seed belongs to one side, train or eval, for good (`seed_side`): its rows, reuses
+included, fill only that side's quotas, so no seed reaches both splits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 from collections import Counter
@@ -48,6 +52,27 @@ def count_quotas(config) -> tuple[dict[int, int], dict[int, int]]:
     )
 
 
+SIDES = ("train", "eval")
+
+
+def _hash_unit(*parts: object) -> float:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def seed_sides(seed_ids: Sequence[str], recorded: dict[str, str], eval_share: float, run_seed: int) -> dict[str, str]:
+    """The side (train or eval) of every seed: the one its rows already have, else eval for a hash of
+    the seed id below `eval_share` (so a growing pool and a resumed run decide alike), with at least
+    one seed on each side that wants rows while two or more have no side yet."""
+    draws = {s: _hash_unit(run_seed, "side", s) for s in seed_ids if s not in recorded}
+    sides = dict(recorded)
+    sides.update({s: "eval" if u < eval_share else "train" for s, u in draws.items()})
+    for side, wanted in (("eval", eval_share > 0), ("train", eval_share < 1)):
+        if wanted and side not in sides.values() and len(draws) >= 2:
+            sides[min(draws, key=draws.get) if side == "eval" else max(draws, key=draws.get)] = side
+    return {s: sides[s] for s in seed_ids}
+
+
 class RowSource:
     """A row chain's input: shards of `store`, yielded as they may be processed.
 
@@ -76,22 +101,20 @@ class RowSource:
 
 
 class QuotaAdmission(RowSource):
-    """Admit seeds with plans for the constraint counts (and dimensions) still short."""
+    """Admit seeds with plans for the (side, constraint count) quotas still short."""
 
     def __init__(self, ctx: StageContext, seeds: StageStore, last: StageStore):
         super().__init__(seeds)
         self.ctx, self.last = ctx, last
-        self.train_quota, self.eval_quota = count_quotas(ctx.config)
+        quotas = dict(zip(SIDES, count_quotas(ctx.config)))
         margin = 1 + ctx.config.target.margin
-        self.need = {
-            c: math.ceil((self.train_quota.get(c, 0) + self.eval_quota.get(c, 0)) * margin) for c in self._counts()
-        }
+        # Rows wanted per (side, count), above the quota by the margin the filter may drop.
+        self.need = {(side, c): math.ceil(n * margin) for side, quota in quotas.items() for c, n in quota.items()}
+        target = ctx.config.target
+        self.eval_share = target.eval_rows / ((target.train_rows or 0) + target.eval_rows)
         self.pool: list[Seed] = []
         self._pending: set[int] = set()
         self._idle: asyncio.Event | None = None
-
-    def _counts(self) -> list[int]:
-        return sorted(set(self.train_quota) | set(self.eval_quota))
 
     async def prepare(self) -> None:
         cfg = self.ctx.config
@@ -136,9 +159,10 @@ class QuotaAdmission(RowSource):
 
     # -- measuring and planning ----------------------------------------------------------
     def measure(self) -> dict:
-        """Admitted and usable rows per count and per dimension, from the shards on disk."""
-        seeds = self.store.read(["seed_id", "use", "planned_count", "planned_dimensions"])
-        done = self.last.read(["status", "prompt", "constraint_count", "dimensions"])
+        """Admitted rows per count and dimension, usable rows per (side, count) and per dimension,
+        and each admitted seed's side, from the shards on disk."""
+        seeds = self.store.read(["seed_id", "use", "split", "planned_count", "planned_dimensions"])
+        done = self.last.read(["status", "prompt", "split", "constraint_count", "dimensions"])
         admitted = Counter(seeds["planned_count"].astype(int)) if len(seeds) else Counter()
         admitted_dims: Counter = Counter()
         for dims in seeds.get("planned_dimensions", []):
@@ -148,7 +172,7 @@ class QuotaAdmission(RowSource):
         if len(done):
             ok = done[done["status"] == "ok"]
             ok = ok[~ok["prompt"].map(normalise).duplicated()]
-            usable.update(ok["constraint_count"].astype(int))
+            usable.update(zip(ok["split"], ok["constraint_count"].astype(int)))
             for dims in ok["dimensions"]:
                 usable_dims.update(list(dims))
         return {
@@ -158,6 +182,7 @@ class QuotaAdmission(RowSource):
             "usable_dims": usable_dims,
             "seeds": len(seeds),
             "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else [],
+            "sides": dict(zip(seeds["seed_id"], seeds["split"])) if len(seeds) else {},
         }
 
     async def next_round(self) -> list[dict]:
@@ -171,30 +196,37 @@ class QuotaAdmission(RowSource):
         overall = sum(state["usable"].values()) / state["seeds"] if state["seeds"] else _FIRST_ROUND_YIELD
         overall = max(overall, 0.05)
         wanted = {
-            c: math.ceil(n / _smoothed(state["usable"][c], state["admitted"][c], overall)) for c, n in short.items()
+            key: math.ceil(
+                n / _smoothed(sum(state["usable"][s, key[1]] for s in SIDES), state["admitted"][key[1]], overall)
+            )
+            for key, n in short.items()
         }
         wanted = _scale_to(wanted, left)
-        counts = [c for c, n in sorted(wanted.items()) for _ in range(n)]
+        items = [key for key, n in sorted(wanted.items()) for _ in range(n)]
         rng = random.Random(f"{cfg.seed}-round-{len(self.store.manifest.get('rounds', []))}")
-        rng.shuffle(counts)
-        seeds = await self._take_seeds(len(counts), state)
+        rng.shuffle(items)
+        taken = await self._take_seeds(Counter(side for side, _ in items), state)
         weights = self._dimension_weights(state, overall)
         rows = []
-        for (seed, use), count in zip(seeds, counts):
+        for side, count in items:
+            if not taken[side]:
+                continue  # this side has no seed left to take (the pool ran out under `stop`)
+            seed, use = taken[side].pop()
             histogram = [0.0] * (count - 1) + [1.0]
             plan = sample_constraint_plan(
                 random.Random(f"{cfg.seed}-{seed.id}-{use}"), histogram, weights, cfg.taxonomy.max_per_dimension
             )
-            rows.append(seed_row(seed, use, (plan.count, list(plan.dimensions))))
+            rows.append(seed_row(seed, use, (plan.count, list(plan.dimensions)), split=side))
         rounds = self.store.manifest.setdefault("rounds", [])
-        rounds.append({"admitted": len(rows), "by_count": dict(Counter(counts))})
+        by_count = Counter(row["planned_count"] for row in rows)
+        rounds.append({"admitted": len(rows), "by_count": {str(c): n for c, n in sorted(by_count.items())}})
         return rows
 
     def _dimension_weights(self, state: dict, overall: float) -> dict[str, float]:
         """Sampling weights that steer the kept constraints towards the configured dimension shares."""
         base = {d: float(self.ctx.config.taxonomy.weights.get(d, 1.0)) for d in DIMENSION_IDS}
         mass = sum(base.values())
-        total = sum(c * n for c, n in self.need.items())
+        total = sum(c * n for (_, c), n in self.need.items())
         weights = {}
         for dim, weight in base.items():
             deficit = weight / mass * total - state["usable_dims"][dim]
@@ -203,37 +235,52 @@ class QuotaAdmission(RowSource):
             weights[dim] = max(deficit, 0.0) / dim_yield + 1e-3 * weight / mass * total
         return weights
 
-    async def _take_seeds(self, n: int, state: dict) -> list[tuple[Seed, int]]:
-        """The next `n` (seed, use) pairs: unused seeds first, then synthesis or reuse as configured.
+    async def _take_seeds(self, wanted: Counter, state: dict) -> dict[str, list[tuple[Seed, int]]]:
+        """The next (seed, use) pairs per side, last to be taken first: unused seeds of that side
+        first, then synthesis or reuse as configured.
 
         A reused seed gets a new plan and its own `use` number, so its rows have new ids.
         """
         policy = self.ctx.config.target.when_seeds_run_out
         used = {(seed_id, use) for seed_id, use in state["uses"]}
-        fresh = [(s, 0) for s in self.pool if (s.id, 0) not in used]
-        if len(fresh) < n and policy == "synthesize" and self.ctx.client is not None:
+        short = sum(max(0, n - self._fresh_count(side, used, state)) for side, n in wanted.items())
+        if short and policy == "synthesize" and self.ctx.client is not None:
             known = {s.id for s in self.pool}
-            grown = await synthesize_seeds(self.ctx, self.pool, len(self.pool) + n - len(fresh))
-            new = [s for s in grown if s.id not in known]
-            self.pool += new
-            fresh += [(s, 0) for s in new]
-        taken = fresh[:n]
-        use = 1
-        while len(taken) < n and policy != "stop" and self.pool:
-            taken += [(s, use) for s in self.pool if (s.id, use) not in used][: n - len(taken)]
-            use += 1
+            grown = await synthesize_seeds(self.ctx, self.pool, len(self.pool) + short)
+            self.pool += [s for s in grown if s.id not in known]
+        sides = self._sides(state)
+        taken: dict[str, list[tuple[Seed, int]]] = {}
+        for side in SIDES:
+            mine = [s for s in self.pool if sides[s.id] == side]
+            n = wanted.get(side, 0)
+            picks = [(s, 0) for s in mine if (s.id, 0) not in used][:n]
+            use = 1
+            while len(picks) < n and policy != "stop" and mine:
+                picks += [(s, use) for s in mine if (s.id, use) not in used][: n - len(picks)]
+                use += 1
+            taken[side] = picks[::-1]
         return taken
 
-    def _short(self, state: dict) -> dict[int, int]:
-        """Usable rows still missing per constraint count."""
-        return {c: self.need[c] - state["usable"][c] for c in self._counts() if state["usable"][c] < self.need[c]}
+    def _sides(self, state: dict) -> dict[str, str]:
+        return seed_sides([s.id for s in self.pool], state["sides"], self.eval_share, self.ctx.config.seed)
+
+    def _fresh_count(self, side: str, used: set, state: dict) -> int:
+        sides = self._sides(state)
+        return sum(1 for s in self.pool if sides[s.id] == side and (s.id, 0) not in used)
+
+    def _short(self, state: dict) -> dict[tuple[str, int], int]:
+        """Usable rows still missing per (side, count)."""
+        return {
+            key: need - state["usable"][key] for key, need in sorted(self.need.items()) if state["usable"][key] < need
+        }
 
     def _record(self, state: dict) -> None:
-        self.store.manifest["quota"] = {
-            str(c): {"need": self.need[c], "usable": state["usable"][c], "admitted": state["admitted"][c]}
-            for c in self._counts()
-        }
+        quota: dict[str, dict] = {}
+        for (side, c), need in sorted(self.need.items()):
+            quota.setdefault(side, {})[str(c)] = {"need": need, "usable": state["usable"][side, c]}
+        self.store.manifest["quota"] = quota
         self.store.manifest["admitted"] = state["seeds"]
+        self.store.manifest["seeds_by_side"] = dict(Counter(state["sides"].values()))
         self.store.save()
 
     def finish(self) -> list[str]:
@@ -244,7 +291,8 @@ class QuotaAdmission(RowSource):
         if short:
             why = "the seed budget is spent" if state["seeds"] >= budget else "the seeds ran out"
             note = f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): " + ", ".join(
-                f"{c} constraints {self.need[c] - n}/{self.need[c]} short" for c, n in sorted(short.items())
+                f"{side} {c} constraints {self.need[side, c] - n}/{self.need[side, c]} short"
+                for (side, c), n in sorted(short.items())
             )
         else:
             note = f"quotas met: {state['seeds']} seeds admitted in {len(self.store.manifest.get('rounds', []))} rounds (budget {budget})"
@@ -257,8 +305,11 @@ def _smoothed(usable: int, admitted: int, overall: float) -> float:
     return max((usable + _PRIOR_ROWS * overall) / (admitted + _PRIOR_ROWS), 0.02)
 
 
-def _scale_to(wanted: dict[int, int], budget: int) -> dict[int, int]:
+def _scale_to(wanted: dict, budget: int) -> dict:
+    """`wanted` scaled down to `budget` in all, in proportion (largest remainder)."""
     total = sum(wanted.values())
     if total <= budget:
         return wanted
-    return {c: n for c, n in largest_remainder(budget, [wanted.get(c, 0) for c in range(1, max(wanted) + 1)]).items()}
+    keys = sorted(wanted)
+    shares = largest_remainder(budget, [wanted[k] for k in keys])
+    return {keys[i - 1]: n for i, n in shares.items()}

@@ -72,8 +72,8 @@ def _set_constraints(row: dict, items: list[ConstraintAnswer]) -> None:
 async def structure(ctx: StageContext, row: dict, expanded: str, planned: list[Dimension]) -> StructuredInstruction:
     """Split the expanded text into description / constraints / input, one constraint per planned slot.
 
-    The schema pins the slots to the plan; an answer that still misses it is asked again once,
-    stating the mismatch, and then fails the row with `plan_mismatch`.
+    The schema pins the slots to the plan (count, order, dimension), and an answer is used only
+    once it fits the whole schema (llm/client.py asks again otherwise), so it follows the plan.
     """
     cfg, lang, ids = ctx.config, row["language"], [d.id for d in planned]
     messages = render_messages(
@@ -84,32 +84,25 @@ async def structure(ctx: StageContext, row: dict, expanded: str, planned: list[D
         emit_checks=cfg.expand.emit_checks,
         check_catalogue=check_catalogue(lang) if cfg.expand.emit_checks else "",
     )
-    schema = with_slots(strict_schema(StructuredInstruction), "constraints", ids)
-    for _ in range(2):  # the answer, then one retry that states the mismatch
-        answer = await ctx.client.chat_json(
-            messages,
-            StructuredInstruction,
-            tag="expand.structure",
-            temperature=0.0,
-            # Every planned slot must be written before the object may close: the budget grows
-            # with the plan, as the judge's does (a fixed cap cut small models off mid-slot).
-            max_tokens=cfg.generation.max_tokens + cfg.generation.judge_tokens_per_constraint * len(ids),
-            json_schema=schema,
-        )
-        items, problem = read_slots(answer.constraints, ids)
-        if problem is None:
-            answer.constraints = {str(i): item for i, item in enumerate(items, start=1)}
-            return answer
-        messages = [
-            *messages,
-            {"role": "assistant", "content": answer.model_dump_json()},
-            *render_messages("plan_mismatch", lang, problem=problem, planned=planned),
-        ]
-    raise PlanMismatch(problem)
+    answer = await ctx.client.chat_json(
+        messages,
+        StructuredInstruction,
+        tag="expand.structure",
+        temperature=0.0,
+        # Every planned slot must be written before the object may close: the budget grows
+        # with the plan, as the judge's does (a fixed cap cut small models off mid-slot).
+        max_tokens=cfg.generation.max_tokens + cfg.generation.judge_tokens_per_constraint * len(ids),
+        json_schema=with_slots(strict_schema(StructuredInstruction), "constraints", ids),
+    )
+    items, problem = read_slots(answer.constraints, ids)
+    if problem is not None:  # unreachable while the schema pins the plan; a guard if it ever stops doing so
+        raise PlanMismatch(problem)
+    answer.constraints = {str(i): item for i, item in enumerate(items, start=1)}
+    return answer
 
 
 class PlanMismatch(Exception):
-    """The structured instruction did not follow the plan, even when asked again."""
+    """The structured instruction did not follow the plan."""
 
 
 async def expand_row(ctx: StageContext, row: dict) -> dict:

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trace_builder.config import FilterConfig, RunConfig
-from trace_builder.pipeline.admission import count_quotas
+from trace_builder.pipeline.admission import SIDES, count_quotas, largest_remainder
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.dedup import near_duplicates
 from trace_builder.pipeline.stage import Stage
@@ -42,49 +42,56 @@ def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig) -> pd.DataFrame:
     return rows
 
 
-def split_by_count(counts: pd.Series, eval_size: int, seed: int) -> set:
-    """Row labels for the eval split: stratified by constraint count (largest remainder)."""
-    eval_size = min(eval_size, len(counts))
-    if eval_size == 0:
-        return set()
-    groups: dict[int, list] = defaultdict(list)
-    for label, count in counts.items():
-        groups[int(count)].append(label)
-    quotas = {c: eval_size * len(labels) / len(counts) for c, labels in groups.items()}
-    take = {c: int(q) for c, q in quotas.items()}
-    leftover = eval_size - sum(take.values())
-    for c in sorted(quotas, key=lambda c: (-(quotas[c] - take[c]), c))[:leftover]:
-        take[c] += 1
-    rng = random.Random(seed)
+def stratified_quotas(counts: pd.Series, size: int) -> dict[int, int]:
+    """`size` rows split over the constraint counts present, in proportion to how often each occurs."""
+    sizes = Counter(int(c) for c in counts)
+    present = sorted(sizes)
+    shares = largest_remainder(size, [sizes[c] for c in present]) if present and size else {}
+    return {present[i - 1]: n for i, n in shares.items()}
+
+
+def split_by_seed(counts: pd.Series, seeds: pd.Series, eval_size: int, seed: int) -> set:
+    """Row labels for the eval split: whole seeds (every row of a seed on one side), stratified by
+    constraint count (largest remainder), seeds taken in a shuffled order while they fit the quotas."""
+    quotas = stratified_quotas(counts, min(eval_size, len(counts)))
+    groups: dict = defaultdict(list)
+    for label, seed_id in seeds.items():
+        groups[seed_id].append(label)
+    order = sorted(groups, key=str)
+    random.Random(seed).shuffle(order)
+    taken: Counter = Counter()
     chosen: set = set()
-    for c in sorted(groups):
-        labels = sorted(groups[c], key=str)
-        rng.shuffle(labels)
-        chosen.update(labels[: take[c]])
+    for seed_id in order:
+        need = Counter(int(counts[label]) for label in groups[seed_id])
+        if all(taken[c] + n <= quotas.get(c, 0) for c, n in need.items()):
+            taken.update(need)
+            chosen.update(groups[seed_id])
     return chosen
 
 
-def quota_split(
-    counts: pd.Series, train_quota: dict[int, int], eval_quota: dict[int, int], seed: int
-) -> tuple[set, set, dict[int, int]]:
-    """A target-size run's split: per constraint count, exactly its quota of eval rows, then of train rows.
+def split_by_count(counts: pd.Series, eval_size: int, seed: int) -> set:
+    """Row labels for an eval split stratified by constraint count, rows chosen one by one."""
+    return split_by_seed(counts, pd.Series(counts.index, index=counts.index), eval_size, seed)
 
-    Returns the eval labels, the train labels and the shortfall per count (what was missing).
-    """
+
+def quota_split(
+    kept: pd.DataFrame, quotas: dict[str, dict[int, int]], seed: int
+) -> tuple[dict[str, set], dict[str, dict[int, int]]]:
+    """A target-size run's split: per side (the one each seed was admitted to) and constraint count,
+    exactly its quota of rows. Returns the labels per side and the shortfall per side and count."""
     rng = random.Random(seed)
-    eval_labels: set = set()
-    train_labels: set = set()
-    short: dict[int, int] = {}
-    for count in sorted(set(train_quota) | set(eval_quota)):
-        labels = sorted(counts.index[counts == count], key=str)
-        rng.shuffle(labels)
-        want_eval, want_train = eval_quota.get(count, 0), train_quota.get(count, 0)
-        eval_labels.update(labels[:want_eval])
-        train_labels.update(labels[want_eval : want_eval + want_train])
-        missing = want_eval + want_train - len(labels)
-        if missing > 0:
-            short[count] = missing
-    return eval_labels, train_labels, short
+    chosen: dict[str, set] = {}
+    short: dict[str, dict[int, int]] = {}
+    for side, quota in quotas.items():
+        mine = kept[kept["split"] == side]["constraint_count"].astype(int)
+        chosen[side] = set()
+        for count in sorted(quota):
+            labels = sorted(mine.index[mine == count], key=str)
+            rng.shuffle(labels)
+            chosen[side].update(labels[: quota[count]])
+            if quota[count] > len(labels):
+                short.setdefault(side, {})[count] = quota[count] - len(labels)
+    return chosen, short
 
 
 def _scores(judgements: pd.Series) -> pd.Series:
@@ -95,22 +102,18 @@ def _deciders(judgements: pd.Series) -> pd.Series:
     return judgements.map(lambda verdicts: None if verdicts is None else [v["decided_by"] for v in verdicts])
 
 
-def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
-    """The final datasets, and the shortfall per constraint count of a target-size run."""
+def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict[int, int]]]:
+    """The final datasets, and the shortfall per side and constraint count of a target-size run."""
     cfg, seed = config.filter, config.seed
     kept = rows[rows["filter_status"] == "kept"]
-    short: dict[int, int] = {}
+    short: dict[str, dict[int, int]] = {}
     if config.target.enabled:
-        train_quota, eval_quota = count_quotas(config)
-        eval_labels, train_labels, short = quota_split(
-            kept["constraint_count"].astype(int), train_quota, eval_quota, seed
-        )
-        is_eval = kept.index.isin(list(eval_labels))
-        train = kept[kept.index.isin(list(train_labels))]
+        chosen, short = quota_split(kept, dict(zip(SIDES, count_quotas(config))), seed)
+        is_eval = kept.index.isin(list(chosen["eval"]))
+        train = kept[kept.index.isin(list(chosen["train"]))]
     else:
         eval_size = min(cfg.eval_size, int(cfg.eval_max_share * len(kept)))
-        eval_labels = split_by_count(kept["constraint_count"], eval_size, seed)
-        is_eval = kept.index.isin(list(eval_labels))
+        is_eval = kept.index.isin(list(split_by_seed(kept["constraint_count"], kept["seed_id"], eval_size, seed)))
         train = kept[~is_eval]
         if cfg.train_size is not None and len(train) > cfg.train_size:
             train = train.sample(n=cfg.train_size, random_state=seed).sort_index()
@@ -157,18 +160,30 @@ async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) 
     target.write_shard(0, pa.Table.from_pandas(marked, preserve_index=False))
     tables, short = final_tables(marked, ctx.config)
     counts = write_final(ctx.run_dir, tables)
+    sides = seeds_by_side(tables)
     notes = []
     if short:
         notes.append(
-            "final shortfall: " + ", ".join(f"{c} constraints {n} rows short" for c, n in sorted(short.items()))
+            "final shortfall: "
+            + ", ".join(
+                f"{side} {c} constraints {n} rows short" for side, by in short.items() for c, n in sorted(by.items())
+            )
         )
     return {
         "final_rows": counts,
         "filter_status": dict(Counter(marked["filter_status"])),
         "rows_in": len(marked),
-        "shortfall": {str(c): n for c, n in short.items()},
+        "shortfall": {side: {str(c): n for c, n in by.items()} for side, by in short.items()},
+        "seeds_by_side": sides,
         "notes": notes,
     }
+
+
+def seeds_by_side(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Distinct seeds behind the train datasets and behind eval, and how many are behind both (0)."""
+    train = set().union(*(set(tables[name]["seed_id"]) for name in ("sft", "dpo", "iopo")))
+    evals = set(tables["eval"]["seed_id"])
+    return {"train": len(train), "eval": len(evals), "both": len(train & evals)}
 
 
 STAGE = Stage(

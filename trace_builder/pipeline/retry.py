@@ -12,6 +12,7 @@ A shard is reopened at most `cap` times, so a rerun always ends.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,54 +37,73 @@ TRANSIENT_REASONS = frozenset(
 )
 _SERVER_ERROR = re.compile(r"http_5\d\d")
 
-# (status column, reason column, whether the stage column must name this stage)
-_SIDES = (("status", "reason", True), ("dpo_status", "dpo_reason", False), ("iopo_status", "iopo_reason", False))
-_SIDE_STAGE = {"dpo_status": "respond", "iopo_status": "perturb"}
+
+@dataclass(frozen=True)
+class FailureSide:
+    """Where a stage records a row's failure: `status` holds `failed` and `reason` says why; the
+    failing stage is `stage`, or (None) the one the row's `failed_stage` column names."""
+
+    status: str
+    failed: str
+    reason: str
+    stage: str | None = None
+
+
+# The pipeline's rows: the row itself, then its DPO and IOPO sides.
+PIPELINE_SIDES = (
+    FailureSide("status", "failed", "reason"),
+    FailureSide("dpo_status", "failed", "dpo_reason", "respond"),
+    FailureSide("iopo_status", "failed", "iopo_reason", "perturb"),
+)
 
 
 def is_transient(reason: str | None) -> bool:
     return bool(reason) and (reason in TRANSIENT_REASONS or _SERVER_ERROR.fullmatch(reason) is not None)
 
 
-def retryable_rows(store: StageStore, index: int) -> int:
-    """Rows of one shard that this stage failed for a transient reason (its DPO / IOPO side too)."""
+def retryable_rows(store: StageStore, index: int, sides: tuple[FailureSide, ...] = PIPELINE_SIDES) -> int:
+    """Rows of one shard that this stage failed for a transient reason (on any of `sides`)."""
     path = store.dir / shard_name(index)
     try:
         present = set(pq.read_schema(path).names)
-        wanted = [c for side in _SIDES for c in side[:2] if c in present] + (
-            ["failed_stage"] if "failed_stage" in present else []
-        )
-        table = pq.read_table(path, columns=wanted).to_pydict()
+        wanted = {c for side in sides for c in (side.status, side.reason) if c in present}
+        wanted |= {"failed_stage"} & present
+        table = pq.read_table(path, columns=sorted(wanted)).to_pydict()
     except (OSError, pa.ArrowException):
         return 0  # missing or damaged: redone anyway (StageStore.done_shards)
+    rows = len(next(iter(table.values()), []))
     count = 0
-    for row in range(len(table.get("status", []))):
-        for status, reason, own in _SIDES:
-            if status not in table or table[status][row] != "failed":
+    for row in range(rows):
+        for side in sides:
+            if side.status not in table or table[side.status][row] != side.failed:
                 continue
-            mine = (
-                table.get("failed_stage", [None] * (row + 1))[row] == store.stage
-                if own
-                else (_SIDE_STAGE[status] == store.stage)
-            )
-            if mine and is_transient(table[reason][row]):
+            stage = side.stage or table.get("failed_stage", [None] * rows)[row]
+            if stage == store.stage and is_transient(table[side.reason][row]):
                 count += 1
                 break
     return count
 
 
-def retryable_by_shard(store: StageStore, verify: bool = True) -> dict[int, int]:
+def retryable_by_shard(
+    store: StageStore, verify: bool = True, sides: tuple[FailureSide, ...] = PIPELINE_SIDES
+) -> dict[int, int]:
     """Shard index -> rows retryable in it, over the shards this stage has written (verified ones
     only, unless `verify` is False: `status` reads the manifest's word rather than every file)."""
     indices = store.done_shards() if verify else {int(key) for key in store.manifest["shards"]}
     found = {}
     for index in sorted(indices):
-        if n := retryable_rows(store, index):
+        if n := retryable_rows(store, index, sides):
             found[index] = n
     return found
 
 
-def reopen_retryable(run_dir: Path, chain_stages: list[str], whole_after: list[str], cap: int) -> int:
+def reopen_retryable(
+    run_dir: Path,
+    chain_stages: list[str],
+    whole_after: list[str],
+    cap: int,
+    sides: tuple[FailureSide, ...] = PIPELINE_SIDES,
+) -> int:
     """Reopen the shards holding retryable rows (reopened fewer than `cap` times); returns the rows.
 
     `chain_stages` are the row-wise stages in order: a shard reopened in one is reopened in
@@ -96,7 +116,7 @@ def reopen_retryable(run_dir: Path, chain_stages: list[str], whole_after: list[s
         store = StageStore(run_dir, name)
         retries = store.manifest.setdefault("retries", {})
         mine = {}
-        for index, n in retryable_by_shard(store).items():
+        for index, n in retryable_by_shard(store, sides=sides).items():
             if retries.get(str(index), 0) < cap:
                 mine[index] = n
         for index in mine:

@@ -67,7 +67,13 @@ def check_fingerprints(run_dir: Path, stages: list[Stage], fingerprints: dict[st
 
 
 def _reopen_retryable(run_dir: Path, stages: list[Stage], config: RunConfig, console: Console) -> None:
-    """Reopen the shards of rows that failed for a transient reason, so this run re-asks them."""
+    """Reopen the shards of rows that failed for a transient reason, so this run re-asks them.
+
+    Only a finished run is reopened: a run that was stopped resumes as if it had never stopped
+    (the same rows as an uninterrupted run), and re-asks its failures once it has finished.
+    """
+    if not all(StageStore(run_dir, s.name).status == "done" for s in stages):
+        return
     chain = [s.name for s in stages if s.row_wise]
     after = [
         s.name for s in stages if not s.row_wise and chain and STAGE_NAMES.index(s.name) > STAGE_NAMES.index(chain[0])
@@ -214,7 +220,12 @@ async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LL
     if config.backend.kind == "local":
         console.print("[dim]loading the model (the first time, the embedded one is converted: about 20 s)[/dim]")
     await preflight(backend)
-    return LLMClient(backend, RequestCache(run_dir / "cache.sqlite"), concurrency=config.backend.concurrency)
+    return LLMClient(
+        backend,
+        RequestCache(run_dir / "cache.sqlite"),
+        concurrency=config.backend.concurrency,
+        answer_attempts=config.generation.answer_attempts,
+    )
 
 
 async def _run_whole(ctx: StageContext, stage: Stage, store: StageStore, fingerprint: str) -> None:
@@ -375,10 +386,16 @@ def run_details(run_dir: Path) -> list[str]:
     figures, tokens per task."""
     lines = [*run_state_lines(run_dir)]
     seeds = StageStore(run_dir, "seeds").manifest
+    for side, by_count in (seeds.get("quota") or {}).items():
+        fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in by_count.items())
+        lines.append(f"quota fill, {side} (usable/needed by constraint count): {fill}")
     if seeds.get("quota"):
-        fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in seeds["quota"].items())
+        by_side = ", ".join(f"{side} {n}" for side, n in (seeds.get("seeds_by_side") or {}).items())
+        lines.append(f"seeds admitted: {seeds.get('admitted', 0)} rows ({by_side} seeds)")
+    final_sides = StageStore(run_dir, "filter").manifest.get("seeds_by_side")
+    if final_sides:
         lines.append(
-            f"quota fill by constraint count (usable/needed, {seeds.get('admitted', 0)} seeds admitted): {fill}"
+            f"final seeds: train {final_sides['train']}, eval {final_sides['eval']}, on both sides {final_sides['both']}"
         )
     for name in STAGE_NAMES:
         manifest = StageStore(run_dir, name).manifest

@@ -36,6 +36,8 @@ SEED_SCHEMA = pa.schema(
         # Set at admission in a target-size run (the quotas choose the plan); else by the taxonomy stage.
         pa.field("planned_count", pa.int32()),
         pa.field("planned_dimensions", pa.list_(pa.string())),
+        # train or eval, for every row of this seed: set at admission in a target-size run, else by the filter.
+        pa.field("split", pa.string()),
         pa.field("status", pa.string()),
         pa.field("reason", pa.string()),
         pa.field("failed_stage", pa.string()),
@@ -48,7 +50,7 @@ class SynthesizedSeeds(BaseModel):
     instructions: list[str] = Field(min_length=1, max_length=20)
 
 
-def seed_row(seed: Seed, use: int = 0, plan: tuple[int, list[str]] | None = None) -> dict:
+def seed_row(seed: Seed, use: int = 0, plan: tuple[int, list[str]] | None = None, split: str | None = None) -> dict:
     return {
         "seed_id": seed.id,
         "seed_text": seed.text,
@@ -59,6 +61,7 @@ def seed_row(seed: Seed, use: int = 0, plan: tuple[int, list[str]] | None = None
         "use": use,
         "planned_count": plan[0] if plan else None,
         "planned_dimensions": plan[1] if plan else None,
+        "split": split,
         "status": "ok",
         "reason": "",
         "failed_stage": "",

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from trace_builder.testing.scripted import Refused
+
 Responder = Callable[[str, dict], str]
 
 
@@ -189,6 +191,7 @@ class ScriptedServer:
         data = json.dumps(payload, ensure_ascii=False).encode()
         reason = {
             200: "OK",
+            400: "Bad Request",
             401: "Unauthorized",
             404: "Not Found",
             429: "Too Many Requests",
@@ -231,7 +234,12 @@ class ScriptedServer:
             self.stats.faults["hang"] += 1
             await asyncio.sleep(self.faults.hang_s)
         self.stats.by_task[task] += 1
-        text = self.responder(task, body)
+        try:
+            text = self.responder(task, body)
+        except Refused as refusal:  # as a provider's content filter answers: the same every time
+            self.stats.faults["refused"] += 1
+            error = {"message": str(refusal), "type": "invalid_request_error", "code": "content_filter"}
+            return 400, {"error": error}, {}
         if fault == "malformed":
             self.stats.faults["malformed"] += 1
             text = text[: max(1, len(text) // 2)].replace("{", "{'", 1)
@@ -276,14 +284,18 @@ class ScriptedServer:
 
 
 @contextlib.contextmanager
-def devserver_process(**flags: float | str) -> Iterator[str]:
+def devserver_process(**flags: float | str | bool) -> Iterator[str]:
     """This server in its own process (so its CPU is not the benchmark's), as a base URL.
 
     `flags` are main()'s options by their Python names: devserver_process(latency=0.5, mark_rate=0.9).
     """
     command = [sys.executable, "-m", "trace_builder.testing.devserver"]
     for name, value in flags.items():
-        command += ["--" + name.replace("_", "-"), str(value)]
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value is not False:
+            command += [flag, str(value)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         yield proc.stdout.readline().strip()
@@ -316,12 +328,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--mark-rate",
         type=float,
-        default=1.0,
-        help="chance that an answer meets each constraint (by constraint and seed)",
+        default=None,
+        help="chance that an answer meets each constraint (by constraint and seed); default 1, or 0.9 with --model-like",
     )
     parser.add_argument("--rpm", type=float, default=None, help="answer 429 above this many requests a minute")
+    parser.add_argument(
+        "--model-like",
+        action="store_true",
+        help="answer as a weak model behind a lax server (ScriptedResponder.model_like: lists one off, "
+        "numbers out of bounds, refusals, yields falling with the count); --mark-rate still applies",
+    )
     args = parser.parse_args(argv)
-    responder = ScriptedResponder(mark_rate=args.mark_rate)
+    rate = {} if args.mark_rate is None else {"mark_rate": args.mark_rate}
+    responder = ScriptedResponder.model_like(**rate) if args.model_like else ScriptedResponder(**rate)
     server = ScriptedServer(
         responder, latency_s=args.latency, model=args.model, port=args.port, requests_per_minute=args.rpm
     )

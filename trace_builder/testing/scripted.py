@@ -17,16 +17,16 @@ prompt template's wording, so rewording a template cannot break a test.
 - `expand.quality`: rejects about 1 request in 11 (by hash), passes the rest; its
   `repaired_constraints` is null where the schema allows it, else the slots filled with the
   numbered constraints as they are (or [] for an array).
-- `*judge*`: the graded constraints are the last `minItems` (of the schema's `scores`)
-  numbered lines before the first `<<<`; the response is inside `<<<` ... `>>>`; a score
-  is 10 when the constraint's mark is in the response, else 2.
+- `*judge*`: the graded constraints are the last block of numbered lines before the first
+  `<<<` (what the prompt lists, as a model reads it); the response is inside `<<<` ... `>>>`;
+  a score is 10 when the constraint's mark is in the response, else 2.
 - `respond.worse`: the response inside `<<< >>>` without its first mark, plus every
   `banned...` word in the message, running long.
 - `perturb.rewrite`: the current constraints are the numbered lines before `<<<`; the
-  operation comes from the schema's `constraints` bounds against their count n (minItems > n:
-  ADD one inclusion constraint; maxItems < n: DELETE the last and revise the first;
-  minItems = maxItems = n, or no telling: REVISE the first). A revised constraint gets
-  " Revised." appended and no check, so the old response lacks its mark.
+  operation is the one the prompt names on its `Operation: X` line (as a model reads it; a
+  prompt naming none is a REVISE): ADD one inclusion constraint; DELETE the last and revise the
+  first; REVISE the first. A revised constraint gets " Revised." appended and no check, so the
+  old response lacks its mark.
 - `seeds.synthesize`: ten instructions derived from a hash of the user message.
 
 `respond` is consistent the way a good model is: every answer meets every constraint.
@@ -34,6 +34,19 @@ prompt template's wording, so rewording a template cannot break a test.
 with probability p, decided by a hash of (constraint text, request seed): the same request
 always gets the same answer, and a request re-asked with another seed may succeed where the
 first failed. `lenient_respond` has a judge that gives 10 to everything.
+
+Model-like behaviour, off by default and on in `ScriptedResponder.model_like()`: what real
+servers do that the pipeline must survive. Each is decided by a hash of what the model sees
+(the messages, the seed), so it is deterministic per request and another seed may differ:
+- `count_penalty`: longer constraint lists are met less often (each constraint with
+  probability mark_rate ** (1 + count_penalty * (n - 1)));
+- `miscount_rate`: a list the answer must size (scores, slots, constraints) is one item off;
+- `out_of_bounds_rate`: a bounded integer (a score, an index) is far outside its bounds, as
+  grammar engines that ignore number bounds give (llama.cpp);
+- `refuse_rate`: a free-text request (an answer, a rewrite) is refused with HTTP 400 every
+  time it is asked, as a provider's content filter does;
+- `off_check_rate`: an answer carries a constraint's mark (the LLM judge is satisfied) but
+  breaks its deterministic check (keyword missing, banned word used, too long).
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _NUMBERED = re.compile(r"^\s*(\d+)\.\s+(?:\[([\w-]+)\]\s+)?(.*)$")
+_OPERATION = re.compile(r"^\s*(?:Operation|操作)\s*[:：]\s*(ADD|DELETE|REVISE)\b", re.MULTILINE)
 _KEYWORD = re.compile(r"\b(kw[0-9a-f]{8})\b")
 _BANNED = re.compile(r"\b(banned[0-9a-f]{8})\b")
 _WORD_LIMIT = re.compile(r"under (\d+) words")
@@ -172,6 +186,21 @@ def _before_response(user: str) -> str:
     return user.split("<<<", 1)[0]
 
 
+def _last_numbered_block(text: str) -> list[tuple[str | None, str]]:
+    """The last run of consecutive numbered lines (blank lines aside): a prompt's constraint list."""
+    block: list[tuple[str | None, str]] = []
+    ended = False
+    for line in text.splitlines():
+        found = _NUMBERED.match(line)
+        if found:
+            if ended:
+                block, ended = [], False
+            block.append((found.group(2), found.group(3).strip()))
+        elif line.strip() and block:
+            ended = True
+    return block
+
+
 def _response_block(user: str) -> str:
     return user.split("<<<", 1)[1].rsplit(">>>", 1)[0].strip() if "<<<" in user else ""
 
@@ -265,12 +294,60 @@ def _description(user: str) -> str:
     return f"Write a {form} about {topic} for {audience} (variant {short_hash(user, 6)})."
 
 
+def _breaking(constraint: str) -> str:
+    """What an answer adds beside a constraint's mark to break its check while the mark stays."""
+    if banned := _BANNED.search(constraint):
+        return f" {banned.group(1)}"
+    if limit := _WORD_LIMIT.search(constraint):
+        return " " + "padding " * (int(limit.group(1)) + 20)
+    return ""  # an inclusion constraint: its keyword left out
+
+
+def _miscount(data: dict, longer: bool) -> None:
+    """One item more or fewer in the answer's sized list (scores, constraint slots or list)."""
+    for name in ("scores", "constraints", "repaired_constraints"):
+        value = data.get(name)
+        if isinstance(value, list) and value:
+            value.append(dict(value[-1])) if longer else value.pop()
+            return
+        if isinstance(value, dict) and value:
+            last = max(value, key=lambda k: (len(k), k))
+            if longer:
+                value[str(len(value) + 1)] = dict(value[last])
+            else:
+                value.pop(last)
+            return
+
+
+def _break_bounds(data: dict) -> None:
+    """A bounded integer far outside its bounds, as a grammar engine that ignores bounds lets through."""
+    for item in data.get("scores") or []:
+        item["score"] = 2071464869609590
+        return
+    for item in data.get("problems") or []:
+        item["constraint"] = 0
+        return
+
+
 def _scores(count: int, score_of) -> str:
     scores = []
     for index in range(1, count + 1):
         score = score_of(index)
         scores.append({"index": index, "reason": "mark found" if score == 10 else "mark missing", "score": score})
     return json.dumps({"scores": scores})
+
+
+class Refused(Exception):
+    """The scripted model refuses a prompt: the server answers HTTP 400 with this message."""
+
+
+# Tasks whose answer is free text: the ones a content filter refuses.
+_FREE_TEXT = ("expand.rewrite", "respond.worse", "eval.generate")
+
+
+def _draw(*parts: Any) -> float:
+    """A number in [0, 1) decided by `parts`: the same request always draws the same."""
+    return int(short_hash("\x1f".join(str(p) for p in parts), 12), 16) / 16**12
 
 
 @dataclass(frozen=True)
@@ -280,29 +357,53 @@ class ScriptedResponder:
     mark_rate: the chance that an answer meets each constraint (its mark and keyword are
     present), decided by hash(constraint text, request seed). reject_every: expand.quality
     rejects a request when hash(user message) % reject_every == 0 (0: never). lenient_judge:
-    the judge gives 10 to everything (what code checks must overrule).
+    the judge gives 10 to everything (what code checks must overrule). The model-like knobs
+    (count_penalty ... off_check_rate) are described in the module docstring.
     """
 
     mark_rate: float = 1.0
     reject_every: int = 11
     lenient_judge: bool = False
+    count_penalty: float = 0.0
+    miscount_rate: float = 0.0
+    out_of_bounds_rate: float = 0.0
+    refuse_rate: float = 0.0
+    off_check_rate: float = 0.0
+
+    @classmethod
+    def model_like(cls, **overrides: Any) -> ScriptedResponder:
+        """A weak model behind a lax server: low yields that fall with the count, lists one off,
+        numbers out of bounds, refusals, prose that the checks fail."""
+        traits = dict(
+            mark_rate=0.9,
+            count_penalty=0.15,
+            miscount_rate=0.08,
+            out_of_bounds_rate=0.04,
+            refuse_rate=0.02,
+            off_check_rate=0.05,
+        )
+        return cls(**{**traits, **overrides})
 
     def __call__(self, task: str, body: dict) -> str:
         user = _user(body)
+        seed = body.get("seed")
+        if self.refuse_rate and (task.endswith(".answer") or task in _FREE_TEXT):
+            if _draw("refuse", user) < self.refuse_rate:  # the content, not the seed: refused every time
+                raise Refused("The response was filtered due to the prompt triggering the content management policy.")
         if task.endswith(".answer") or task == "eval.generate":
-            return self.answer(user, body.get("seed"))
+            return self.answer(user, seed)
         if "judge" in task:
-            return self.judge(user, _schema(body))
+            return self._structured(self.judge(user, _schema(body)), task, user, seed)
         if task == "expand.rewrite":
             return f"Scripted rewrite {short_hash(user)}: the task with its planned constraints."
         if task == "expand.structure":
-            return self.structure(user, _schema(body))
+            return self._structured(self.structure(user, _schema(body)), task, user, seed)
         if task == "expand.quality":
-            return self.quality(user, _schema(body))
+            return self._structured(self.quality(user, _schema(body)), task, user, seed)
         if task == "respond.worse":
             return self.worse(user)
         if task == "perturb.rewrite":
-            return self.perturb(user, _schema(body))
+            return self._structured(self.perturb(user, _schema(body)), task, user, seed)
         if task == "seeds.synthesize":
             node = _property(_schema(body), "instructions", _schema(body)) or {}
             count = min(10, node.get("maxItems", 10))
@@ -311,37 +412,50 @@ class ScriptedResponder:
         raise ValueError(f"scripted responder has no script for task {task!r}")
 
     # -- answers ----------------------------------------------------------------------
-    def meets(self, constraint: str, seed: Any) -> bool:
-        """Whether an answer asked with `seed` meets `constraint` (always, at mark_rate 1)."""
-        if self.mark_rate >= 1:
+    def meets(self, constraint: str, seed: Any, count: int = 1) -> bool:
+        """Whether an answer to `count` constraints, asked with `seed`, meets `constraint`."""
+        rate = self.mark_rate ** (1 + self.count_penalty * (count - 1))
+        if rate >= 1:
             return True
-        if self.mark_rate <= 0:
+        if rate <= 0:
             return False
-        draw = int(short_hash(f"{constraint.strip()}\x1f{seed}", 12), 16) / 16**12
-        return draw < self.mark_rate
+        return _draw(constraint.strip(), seed) < rate
 
     def answer(self, prompt: str, seed: Any = None) -> str:
         """An answer to a TRACE-layout prompt: a mark (and keyword) per constraint it meets."""
         lines = prompt.split("# Inputs:")[0].splitlines()
         head = lines[0] if lines else ""
         parts = [f"Here is my answer to: {head[:60]}"]
-        for _, text in _numbered_lines("\n".join(lines[1:])):
-            if self.meets(text, seed):
-                keyword = keyword_for(text)
+        listed = _numbered_lines("\n".join(lines[1:]))
+        for _, text in listed:
+            if not self.meets(text, seed, len(listed)):
+                continue
+            keyword = keyword_for(text)
+            if self.off_check_rate and _draw("off-check", text, seed) < self.off_check_rate:
+                parts.append(mark(text) + _breaking(text))  # the judge sees the mark; the check fails
+            else:
                 parts.append(mark(text) + (f" {keyword}" if keyword else ""))
         return "\n".join(parts)
 
     def judge(self, user: str, schema: dict) -> str:
-        """10 for every graded constraint whose mark is in the response, else 2."""
-        listed = _numbered_lines(_before_response(user))
-        scores = _property(schema, "scores", schema) or {}
-        count = scores.get("minItems", len(listed))
+        """10 for every listed constraint whose mark is in the response, else 2."""
+        graded = [text for _, text in _last_numbered_block(_before_response(user))]
         if self.lenient_judge:
-            return _scores(count, lambda _: 10)
-        graded = [text for _, text in listed[max(0, len(listed) - count) :]] if count else []
-        graded = [""] * (count - len(graded)) + graded  # fewer lines than asked: the missing ones fail
+            return _scores(len(graded), lambda _: 10)
         response = _response_block(user)
-        return _scores(count, lambda i: 10 if graded[i - 1] and mark(graded[i - 1]) in response else 2)
+        return _scores(len(graded), lambda i: 10 if mark(graded[i - 1]) in response else 2)
+
+    def _structured(self, answer: str, task: str, user: str, seed: Any) -> str:
+        """A structured answer as a model without a strict grammar may give it: a list one item
+        off (miscount_rate), a bounded number out of its bounds (out_of_bounds_rate)."""
+        if not (self.miscount_rate or self.out_of_bounds_rate):
+            return answer
+        data = json.loads(answer)
+        if _draw("miscount", task, user, seed) < self.miscount_rate:
+            _miscount(data, longer=_draw("longer", task, user, seed) < 0.5)
+        if _draw("bounds", task, user, seed) < self.out_of_bounds_rate:
+            _break_bounds(data)
+        return json.dumps(data, ensure_ascii=False)
 
     def worse(self, user: str) -> str:
         # Drop the first mark, use every banned word, and run long: a worse answer that
@@ -400,19 +514,14 @@ class ScriptedResponder:
         item_schema = _deref(node.get("items"), schema)
         current = [
             {"dimension": _dimension_in(d, item_schema, schema), "text": t, "check": _check_of(t)}
-            for d, t in _numbered_lines(_before_response(user))
+            for d, t in _last_numbered_block(_before_response(user))
         ]
-        n = len(current)
-        low, high = node.get("minItems"), node.get("maxItems")
-        if low is not None and low > n:
-            operation = "add"
-            while len(current) < low:
-                current.append(_constraint("inclusion", short_hash(user) + str(len(current))))
-        elif high is not None and high < n:
-            operation = "delete"
-            current = current[: max(high, low or 1, 1)]
-        else:
-            operation = "revise"
+        named = _OPERATION.search(user)
+        operation = named.group(1).lower() if named else "revise"
+        if operation == "add":
+            current.append(_constraint("inclusion", short_hash(user) + str(len(current))))
+        elif operation == "delete" and len(current) > 1:
+            current.pop()
         if operation in ("delete", "revise") and current:
             current[0] = dict(current[0], text=current[0]["text"] + " Revised.", check=None)
         answer = {
