@@ -253,8 +253,8 @@ def test_cli_eval_and_compare(servers, data, tmp_path):
 
 def test_cli_bad_inputs(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(eval_app, ["--out", str(tmp_path / "x")])
-    assert isinstance(result.exception, UserError) and "--data" in str(result.exception)
+    result = runner.invoke(eval_app, ["--data", str(tmp_path / "nope.jsonl")])  # --data defaults to the official set
+    assert isinstance(result.exception, UserError) and "needs --out DIR" in str(result.exception)
     result = runner.invoke(eval_app, ["--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")])
     assert isinstance(result.exception, UserError) and "does not exist" in str(result.exception)
     result = runner.invoke(eval_app, ["--data", str(tmp_path), "--out", str(tmp_path / "x"), "--backend", "bogus"])

@@ -49,12 +49,18 @@ def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
     assert dict(Counter(sft["constraint_count"])) == train_quota
     assert dict(Counter(evals["constraint_count"])) == eval_quota
     assert not set(sft["id"]) & set(evals["id"])
+    assert not set(sft["seed_id"]) & set(evals["seed_id"])  # every seed on one side, reuses included
 
     seeds = read_parquet_dir(tmp_path / "run" / "seeds")
     assert seeds["seed_id"].nunique() == 30 and (seeds["use"] > 0).any()  # the 30 seeds were reused, with new plans
     assert not seeds[["seed_id", "use"]].duplicated().any()
     manifest = read_json(manifest_path(tmp_path / "run", "seeds"))
-    assert manifest["rounds"] and all(q["usable"] >= q["need"] for q in manifest["quota"].values())
+    assert manifest["rounds"] and all(
+        q["usable"] >= q["need"] for by in manifest["quota"].values() for q in by.values()
+    )
+    assert (seeds.groupby("seed_id")["split"].nunique() == 1).all()
+    filtered = read_json(manifest_path(tmp_path / "run", "filter"))
+    assert filtered["seeds_by_side"]["both"] == 0 and filtered["seeds_by_side"]["eval"] > 0
     assert any(note.startswith("quotas met") for note in summary.notes)
 
 
@@ -233,3 +239,69 @@ def test_a_killed_target_run_resumes_to_the_same_data(tmp_path):
         b = read_parquet_dir(clean / "final" / name).sort_values("id").reset_index(drop=True)
         pd.testing.assert_frame_equal(a, b)
     assert len(read_parquet_dir(killed / "final" / "sft")) == 40
+
+
+@pytest.mark.slow
+def test_a_full_histogram_target_run_killed_three_times_resumes_to_the_same_rows(tmp_path):
+    """Quotas up to 15 constraints (300 train / 250 eval), a model-like server (yields falling with the
+    count, lists one off, numbers out of bounds, refusals); SIGKILL in the chain, after admission round 2
+    and in the filter, each resumed with the same command: the same final rows as an uninterrupted run."""
+    from tests.test_cli import cli
+    from trace_builder.store import StageStore
+    from trace_builder.testing.kills import POINTS, run_and_kill
+
+    with ScriptedServer(ScriptedResponder.model_like(), latency_s=0.002) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=1000, concurrency=32, generation=SAMPLED)
+
+        def command(out):
+            return ["run", "--config", cfg, "--out", str(out), "--train-rows", "300", "--eval-rows", "250"]
+
+        clean = cli(*command(tmp_path / "clean"), timeout=600)
+        assert clean.returncode == 0 and "damaged" not in clean.stderr, clean.stderr
+        for point, condition in POINTS.items():
+            assert run_and_kill(command(tmp_path / "killed"), tmp_path / "killed", condition), point
+        resumed = cli(*command(tmp_path / "killed"), timeout=600)
+        assert resumed.returncode == 0 and "damaged" not in resumed.stderr, resumed.stderr
+
+    for split in ("sft", "dpo", "iopo", "eval"):
+        want = read_parquet_dir(tmp_path / "clean" / "final" / split)
+        got = read_parquet_dir(tmp_path / "killed" / "final" / split)
+        assert sorted(got["id"]) == sorted(want["id"]), split
+    evals = read_parquet_dir(tmp_path / "clean" / "final" / "eval")
+    assert {13, 14, 15} <= set(evals["constraint_count"])
+    train_seeds = set(read_parquet_dir(tmp_path / "clean" / "final" / "sft")["seed_id"])
+    assert not train_seeds & set(evals["seed_id"])
+    stages = ("seeds", "taxonomy", "expand", "respond", "perturb", "filter")
+    assert all(StageStore(tmp_path / "killed", s).verified_status() == "done" for s in stages)
+
+
+def test_a_round_cut_short_while_its_shards_were_written_is_planned_again(tmp_path):
+    """Killed between two of a round's seed shards: the resumed run drops the written ones and plans the
+    same round again (the round is recorded only once all its shards are written)."""
+    from trace_builder.pipeline.admission import QuotaAdmission
+    from trace_builder.pipeline.context import StageContext
+    from trace_builder.store import StageStore
+
+    config = load_config(write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1", limit=40))
+    config.target.train_rows, config.target.eval_rows, config.shard_size = 30, 10, 8
+    ctx = StageContext(config, tmp_path, None)
+
+    async def first_round(store: StageStore) -> list[dict]:
+        admission = QuotaAdmission(ctx, store, StageStore(tmp_path, "perturb"))
+        await admission.prepare()
+        shards = admission.shards()
+        await anext(shards)  # the round is written and recorded before its first shard is handed out
+        await shards.aclose()
+        return [
+            (r["seed_id"], r["use"], r["split"], r["planned_count"], list(r["planned_dimensions"]))
+            for r in store.read().to_dict("records")
+        ]
+
+    seeds = StageStore(tmp_path, "seeds")
+    whole = asyncio.run(first_round(seeds))
+    assert [r["shards"] for r in seeds.manifest["rounds"]] == [[0, 1, 2, 3, 4]]
+    # As if killed after shard 1: the round is not recorded, shards 0 and 1 are.
+    seeds.manifest["rounds"] = []
+    seeds.forget_shards({2, 3, 4})
+    again = asyncio.run(first_round(StageStore(tmp_path, "seeds")))
+    assert again == whole

@@ -262,6 +262,12 @@ def body(facts: dict[str, Any]) -> str:
         f"eval {_pct(report['eval']['decided_by_check'])} (the rest by the LLM judge).",
         f"- Check/judge disagreements while answering (the check wins): {facts['disagreements']}.",
         "",
+        "### Split and decontamination",
+        "",
+        _sides_line(facts["seeds_by_side"]),
+        "",
+        _decontamination_line(facts["decontaminated"], facts["config"]),
+        "",
         "### What was dropped",
         "",
     ]
@@ -289,6 +295,35 @@ def body(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sides_line(sides: dict[str, int]) -> str:
+    if not sides:
+        return "Every seed's rows lie on one side of the split."
+    return (
+        f"Every seed's rows lie on one side of the split: {sides['train']} seeds behind the train datasets, "
+        f"{sides['eval']} behind eval, {sides['both']} behind both."
+    )
+
+
+def _decontamination_line(dropped: dict[str, dict[str, int]], config: RunConfig) -> str:
+    cfg = config.decontamination
+    sets = (["the official TRACE eval set"] if cfg.official else []) + [f"`{Path(f).name}`" for f in cfg.files]
+    if not sets:
+        return "No evaluation set was checked for overlap (decontamination off)."
+    counts = {
+        where: ", ".join(f"{n} ({name})" for name, n in found.items()) or "none" for where, found in dropped.items()
+    }
+    return (
+        f"Checked for overlap with {', '.join(sets)} ({cfg.word_ngram}-word / {cfg.char_ngram}-character n-grams, "
+        f"threshold {cfg.threshold}): seeds dropped before any request: {counts['seeds']}; final rows dropped: "
+        f"{counts['final rows']}."
+    )
+
+
+def seed_source_name(source: str) -> str:
+    """How the card names the seeds: `builtin`, or the file's name (never a local path: cards are published)."""
+    return source if source == "builtin" else Path(source).name
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -301,7 +336,8 @@ def limitations(config: RunConfig, notes: list[str]) -> list[str]:
         "Scores are a judge's: deterministic checks decide only the constraints they can verify; the others rest on "
         "an LLM judge, which can be wrong in both directions.",
         "Seeds decide the domains: the instructions cover what the seed set covers "
-        f"(`{config.seeds.source}`, languages {', '.join(config.seeds.languages)}), not TRACE's own seed pool.",
+        f"(`{seed_source_name(config.seeds.source)}`, languages {', '.join(config.seeds.languages)}), "
+        "not TRACE's own seed pool.",
         "Near-duplicates were removed by word-shingle similarity "
         f"(threshold {config.filter.near_duplicate_threshold}); paraphrases below it remain.",
     ]
@@ -340,7 +376,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "settings": run.get("settings") or config.describe(),
         "config_digest": hashlib.sha256(json.dumps(run.get("config") or {}, sort_keys=True).encode()).hexdigest()[:16],
         "prompts_digest": run.get("prompts_digest") or _prompts_digest_then(run, config),
-        "seed_source": config.seeds.source,
+        "seed_source": seed_source_name(config.seeds.source),
         "license": config.card.license,
         "started": min(started, default=None),
         "finished": max(finished, default=None),
@@ -355,6 +391,11 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "iopo_ops": iopo_stats.get("perturb_op", {}),
         "disagreements": (manifests["respond"].get("summary") or {}).get("check/judge disagreements", 0),
         "filter_status": manifests["filter"].get("filter_status") or {},
+        "seeds_by_side": manifests["filter"].get("seeds_by_side") or {},
+        "decontaminated": {
+            "seeds": manifests["seeds"].get("decontaminated") or {},
+            "final rows": manifests["filter"].get("decontaminated") or {},
+        },
         "failures": failures,
         "limitations": limitations(config, list(dict.fromkeys(notes))),
     }

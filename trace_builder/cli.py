@@ -35,7 +35,7 @@ def _top_level(
 
 
 def _apply_overrides(
-    config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows
+    config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows, decontaminate
 ):
     if limit is not None:
         config.seeds.limit = limit
@@ -57,6 +57,8 @@ def _apply_overrides(
         config.target.train_rows = train_rows
     if eval_rows is not None:
         config.target.eval_rows = eval_rows
+    if decontaminate:
+        config.decontamination.files += [str(path) for path in decontaminate]
     return config
 
 
@@ -100,6 +102,12 @@ TRAIN_ROWS_OPTION = typer.Option(
     None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
 )
 EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
+DECONTAMINATE_OPTION = typer.Option(
+    None,
+    "--decontaminate",
+    help="an eval set (JSONL or Parquet, text columns) to keep out of the data, besides the official TRACE "
+    "eval set; repeat for more",
+)
 PRICE_IN_OPTION = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)")
 PRICE_OUT_OPTION = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens")
 
@@ -133,6 +141,7 @@ def run(
     concurrency: int | None = CONCURRENCY_OPTION,
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
+    decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -163,6 +172,7 @@ def run(
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
+        decontaminate=decontaminate,
     )
     _apply_rate_limits(config, rpm, tpm)
     stages = list(names) if stage == "all" else [stage]
@@ -279,6 +289,7 @@ def plan(
     concurrency: int | None = CONCURRENCY_OPTION,
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
+    decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -303,6 +314,7 @@ def plan(
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
+        decontaminate=decontaminate,
     )
     result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
     if as_json:

@@ -135,6 +135,16 @@ class TargetConfig(Strict):
         return self.max_seeds or 4 * ((self.train_rows or 0) + self.eval_rows)
 
 
+class DecontaminationConfig(Strict):
+    """Known evaluation sets kept out of a run (pipeline/decontaminate.py): seeds first, final rows after."""
+
+    official: bool = True  # the official TRACE eval file, shipped with the package
+    files: list[str] = Field(default_factory=list)  # more sets: JSONL or Parquet with text columns
+    word_ngram: int = Field(8, ge=2)  # n for texts mostly of words
+    char_ngram: int = Field(8, ge=2)  # n for Chinese and Japanese, counted in characters
+    threshold: float = Field(0.5, gt=0, le=1)  # share of an eval text's n-grams found: contaminated
+
+
 class CardConfig(Strict):
     """The dataset card (final/README.md). Not in any fingerprint: it changes no row."""
 
@@ -174,6 +184,7 @@ class RunConfig(Strict):
     perturb: PerturbConfig = Field(default_factory=PerturbConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     card: CardConfig = Field(default_factory=CardConfig)
     prices: PricesConfig = Field(default_factory=PricesConfig)
 

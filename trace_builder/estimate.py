@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import ROW_PROGRESS, LLMClient
 from trace_builder.llm.factory import make_backend, preflight
-from trace_builder.pipeline.admission import QuotaAdmission
+from trace_builder.pipeline.admission import QuotaAdmission, measure_yields
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
 from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
@@ -156,7 +157,7 @@ async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dic
         admission = QuotaAdmission(ctx, seeds, StageStore(scratch, "perturb"))
         await admission.prepare()
         return (await admission.next_round())[:k], None
-    chosen = await plain_run_seeds(ctx)
+    chosen = await plain_run_seeds(ctx, Counter())
     return [seed_row(s) for s in chosen[:k]], [s.id for s in chosen]
 
 
@@ -193,17 +194,17 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         cache.close()
     taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
-    reader = QuotaAdmission(
-        StageContext(pilot, folder, None), StageStore(folder, "taxonomy"), StageStore(folder, "perturb")
-    )
-    measured = reader.measure()
+    measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
+    usable_by_count: Counter = Counter()
+    for (_, count), n in measured["usable"].items():
+        usable_by_count[count] += n
     return {
         "rows": len(rows),
         "run_seed_ids": run_seed_ids,
         "counts": [int(c) for c in taxonomy["planned_count"]],
         "costs": meter.costs,
         "admitted_by_count": dict(measured["admitted"]),
-        "usable_by_count": dict(measured["usable"]),
+        "usable_by_count": dict(usable_by_count),
         "reused": meter.reused,
         "latencies": meter.latencies,
         "wall_seconds": time.perf_counter() - started,

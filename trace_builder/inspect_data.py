@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from trace_builder.errors import UserError
-from trace_builder.store import read_manifest, read_parquet_dir
+from trace_builder.store import read_manifest, read_parquet_dir, verify_part
 from trace_builder.taxonomy import dimension_for_label
 
 
@@ -18,6 +18,7 @@ def load_frame(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a run folder, a stage folder or a Parquet file")
     if path.is_file():
+        verify_part(path)
         try:
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a non-Parquet file

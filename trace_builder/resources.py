@@ -1,4 +1,4 @@
-"""Locate the prompts/ and configs/ folders, in a checkout and in an installed wheel."""
+"""Locate the package's files (prompts/, configs/, the official TRACE eval set), in a checkout and in an installed wheel."""
 
 from pathlib import Path
 
@@ -20,3 +20,8 @@ def prompts_dir() -> Path:
 
 def configs_dir() -> Path:
     return _find("configs")
+
+
+def official_eval_path() -> Path:
+    """The official TRACE eval set (1,042 items; MIT, its licence beside it), shipped with the package."""
+    return _PACKAGE / "data" / "trace_eval_official.jsonl"

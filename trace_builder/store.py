@@ -29,6 +29,7 @@ from trace_builder.errors import UserError
 log = logging.getLogger("trace_builder")
 
 MANIFESTS = "manifests"
+FINAL = "final"
 LEGACY_MANIFEST = "_manifest.json"
 TEMP_SUFFIX = ".tmp"
 
@@ -109,11 +110,70 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def read_parquet_dir(directory: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """All part-*.parquet files of a folder, in shard order (empty frame if none)."""
-    parts = sorted(Path(directory).glob("part-*.parquet"))
+    """A folder's Parquet shards as one frame, in shard order (empty frame if none); for a stage
+    folder or final dataset of a run, the shards its manifest lists, each verified (`verified_parts`)."""
+    return read_parts(verified_parts(directory), columns)
+
+
+def read_parts(parts: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+
+
+def verified_parts(directory: Path) -> list[Path]:
+    """The part files of `directory` to read, in order.
+
+    In a run (a stage folder, or a dataset under final/), that is the shards its manifest lists,
+    each checked against its entry (size, crc32, rows): a damaged or missing one is a one-line
+    UserError naming it and the command that rebuilds it; a file the manifest does not list
+    (left by a run that was stopped) is not read. Elsewhere, every part-*.parquet file.
+    """
+    directory = Path(directory)
+    listed = _listed_shards(directory)
+    if listed is None:
+        return sorted(directory.glob("part-*.parquet"))
+    entries, rebuild = listed
+    parts = []
+    for name, entry in entries:
+        path = directory / name
+        problem = shard_problem(path, entry)
+        if problem is not None:
+            raise UserError(f"{path} is damaged ({problem}): {rebuild}")
+        if path.exists():  # a 0-row shard has no file
+            parts.append(path)
+    return parts
+
+
+def verify_part(path: Path) -> None:
+    """A single part file of a run checked against its manifest entry (nothing to check elsewhere)."""
+    path = Path(path)
+    listed = _listed_shards(path.parent)
+    if listed is not None:
+        entries, rebuild = listed
+        entry = dict(entries).get(path.name)
+        problem = shard_problem(path, entry) if entry is not None else None
+        if problem is not None:
+            raise UserError(f"{path} is damaged ({problem}): {rebuild}")
+
+
+def _listed_shards(directory: Path) -> tuple[list[tuple[str, dict]], str] | None:
+    """(file name, manifest entry) of each shard a run's manifest lists for `directory`, in order,
+    and how to rebuild a damaged one; None when `directory` is not a stage or final dataset of a run."""
+    run, name = directory.parent, directory.name
+    if run.name == FINAL and (run.parent / MANIFESTS / f"{FINAL}.json").is_file():
+        manifest = read_manifest(run.parent, FINAL) or {}
+        files = (manifest.get("datasets") or {}).get(name)
+        if files is None:
+            return None
+        return sorted(files.items()), f"run `trace-build run --stage filter --out {run.parent}` to write final/ again"
+    if (run / MANIFESTS / f"{name}.json").is_file() or (directory / LEGACY_MANIFEST).is_file():
+        manifest = read_manifest(run, name)
+        if manifest is None:
+            return None  # damaged (warned): nothing to check against
+        entries = sorted((int(index), entry) for index, entry in manifest["shards"].items())
+        return [(shard_name(i), e) for i, e in entries], f"rerun `trace-build run --out {run}` to redo it"
+    return None
 
 
 def _add(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +198,17 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     body = json.loads(json.dumps({k: v for k, v in manifest.items() if k != "checksum"}, default=str))
     blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def save_manifest(run_dir: Path, stage: str, manifest: dict[str, Any]) -> None:
+    """Write `<run>/manifests/<stage>.json` atomically, with its checksum."""
+    manifest["checksum"] = manifest_checksum(manifest)
+    write_json_atomic(manifest_path(run_dir, stage), manifest)
+
+
+def shard_entry(path: Path) -> dict[str, int]:
+    """What a manifest records of a written shard: rows, bytes and crc32."""
+    return {"rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size, "crc32": file_crc32(path)}
 
 
 def read_manifest(run_dir: Path, stage: str) -> dict[str, Any] | None:
@@ -295,7 +366,7 @@ class StageStore:
             entry = {"rows": 0}
         else:
             write_table_atomic(path, table)
-            entry = {"rows": table.num_rows, "bytes": path.stat().st_size, "crc32": file_crc32(path)}
+            entry = shard_entry(path)
         self.manifest["shards"][str(index)] = {**entry, **(extra or {})}
         self.done_shards()  # verify what was there before, so this shard is not checked again
         assert self._verified is not None
@@ -330,8 +401,7 @@ class StageStore:
         self.save()
 
     def save(self) -> None:
-        self.manifest["checksum"] = manifest_checksum(self.manifest)
-        write_json_atomic(self.manifest_path, self.manifest)
+        save_manifest(self.run_dir, self.stage, self.manifest)
         (self.dir / LEGACY_MANIFEST).unlink(missing_ok=True)  # moved to manifests/
 
     def remove_temp_files(self) -> None:
@@ -350,7 +420,8 @@ class StageStore:
     # -- reads ----------------------------------------------------------------
     def columns(self) -> list[str]:
         """The columns of this stage's shards (none before the first is written)."""
-        parts = sorted(self.dir.glob("part-*.parquet"))
+        parts = [self.dir / shard_name(i) for i in sorted(self.done_shards())]
+        parts = [p for p in parts if p.exists()]
         return pq.read_schema(parts[0]).names if parts else []
 
     def read_shard_rows(self, index: int) -> list[dict[str, Any]]:
@@ -363,4 +434,6 @@ class StageStore:
         return pq.read_table(path).to_pylist()
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        return read_parquet_dir(self.dir, columns)
+        """The done shards (verified once per store), in order; a damaged one is left to be redone."""
+        parts = [self.dir / shard_name(i) for i in sorted(self.done_shards())]
+        return read_parts([p for p in parts if p.exists()], columns)

@@ -7,13 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from trace_builder.errors import UserError
 from trace_builder.evaluate.report import dimension_label
 from trace_builder.evaluate.results import plain_rows
+from trace_builder.inspect_data import load_frame
 from trace_builder.records import FULL_MARKS
-from trace_builder.store import read_parquet_dir
 
 # The texts a row may carry, in reading order, with the name the viewer gives them.
 TEXT_COLUMNS = (
@@ -44,13 +42,9 @@ STATUS_COLUMNS = ("filter_status", "iopo_status", "status")
 def load_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a dataset folder (part-*.parquet) or one .parquet file, as plain Python values."""
     path = Path(path)
-    if path.is_file():
-        frame = pd.read_parquet(path)
-    elif path.is_dir():
-        frame = read_parquet_dir(path)
-    else:
+    if not path.exists():
         raise UserError(f"{path} does not exist: pass a dataset folder such as RUN/final/sft or a .parquet file")
-    return plain_rows(frame)
+    return plain_rows(load_frame(path))
 
 
 def row_status(row: dict[str, Any]) -> str:

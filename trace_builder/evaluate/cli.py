@@ -66,7 +66,10 @@ def apply_overrides(
 def eval_command(
     ctx: typer.Context,
     data: Path | None = typer.Option(
-        None, "--data", help="official TRACE JSONL, or our final/eval Parquet (file or folder)"
+        None,
+        "--data",
+        help="official TRACE JSONL, or our final/eval Parquet (file or folder); default: the official TRACE "
+        "eval set shipped with trace-build",
     ),
     out: Path | None = typer.Option(None, "--out", help="folder for predictions, judgements, metrics.json and reports"),
     model: str | None = typer.Option(
@@ -97,10 +100,15 @@ def eval_command(
     """Generate with the model under test, judge every constraint 0..10, report IF-S / IF-M with 95% CIs."""
     if ctx.invoked_subcommand is not None:
         return
-    if data is None or out is None:
+    if out is None:
         raise UserError(
-            "trace-build eval needs --data PATH and --out DIR (or the subcommand: trace-build eval compare DIR DIR ...)"
+            "trace-build eval needs --out DIR (and --data PATH for another set than the official TRACE eval set; "
+            "or the subcommand: trace-build eval compare DIR DIR ...)"
         )
+    if data is None:
+        from trace_builder.resources import official_eval_path
+
+        data = official_eval_path()
     from trace_builder.evaluate.runner import evaluate_path
     from trace_builder.evaluate.settings import load_eval_config
 

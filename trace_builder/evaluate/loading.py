@@ -12,6 +12,7 @@ from trace_builder.errors import UserError
 from trace_builder.evaluate.items import UNKNOWN_DIMENSION, EvalItem
 from trace_builder.evaluate.official import load_official
 from trace_builder.records import FINAL_SCHEMAS, NULL_INPUT, SYSTEM_PROMPT, build_user_prompt
+from trace_builder.store import verified_parts, verify_part
 from trace_builder.taxonomy import dimension_for_label
 
 # What an eval item needs from our Parquet; `response` and `prompt` are optional (the
@@ -22,10 +23,12 @@ OUR_REQUIRED = ("id", "language", "description", "constraints", "dimensions", "i
 def _parquet_files(path: Path) -> list[Path]:
     """A Parquet file, a folder of part-*.parquet, or a run folder holding final/eval/."""
     if path.is_file():
+        verify_part(path)
         return [path]
     for folder in (path, path / "eval", path / "final" / "eval"):
-        parts = sorted(folder.glob("part-*.parquet")) or sorted(folder.glob("*.parquet"))
-        if parts:
+        if any(folder.glob("part-*.parquet")):
+            return verified_parts(folder)
+        if parts := sorted(folder.glob("*.parquet")):
             return parts
     raise UserError(f"{path} holds no Parquet files: pass the official JSONL, a final/eval Parquet file or its folder")
 

@@ -108,19 +108,26 @@ class QuotaAdmission(RowSource):
         self.ctx, self.last = ctx, last
         quotas = dict(zip(SIDES, count_quotas(ctx.config)))
         margin = 1 + ctx.config.target.margin
-        # Rows wanted per (side, count), above the quota by the margin the filter may drop.
-        self.need = {(side, c): math.ceil(n * margin) for side, quota in quotas.items() for c, n in quota.items()}
+        # Rows wanted per (side, count), above the quota by the margin the filter may drop (rounded: a
+        # ceiling would double the many quotas of 1 that a small eval split has).
+        self.need = {(side, c): max(n, round(n * margin)) for side, quota in quotas.items() for c, n in quota.items()}
         target = ctx.config.target
         self.eval_share = target.eval_rows / ((target.train_rows or 0) + target.eval_rows)
         self.pool: list[Seed] = []
+        self.dropped: Counter = Counter()  # seeds overlapping a known eval set, per set
         self._pending: set[int] = set()
         self._idle: asyncio.Event | None = None
 
     async def prepare(self) -> None:
         cfg = self.ctx.config
-        pool = await seed_pool(self.ctx, synthesize_to=cfg.seeds.synthesize_to)
+        pool = await seed_pool(self.ctx, self.dropped, synthesize_to=cfg.seeds.synthesize_to)
         # The pool (at most seeds.limit) in a balanced order: languages and domains take turns.
         self.pool = select_seeds(pool, cfg.seeds.limit or len(pool), rng_seed=cfg.seed)
+        rounds = self.store.manifest.get("rounds", [])
+        committed = {i for r in rounds for i in r.get("shards", [])}
+        if all("shards" in r for r in rounds):  # (rounds of older runs did not list their shards)
+            if orphans := self.store.done_shards() - committed:
+                self.store.forget_shards(orphans)  # of a round whose writing was cut short
         self.total_shards = len(self.store.done_shards())
         self.total_rows = self.store.rows_written()
 
@@ -138,6 +145,16 @@ class QuotaAdmission(RowSource):
                 return
             first = max(self.store.done_shards(), default=-1) + 1
             indices = write_seed_shards(self.store, batch, self.ctx.config.shard_size, first)
+            # The round counts once all its shards are written: a run killed halfway through writing
+            # them drops the written ones when it resumes (`prepare`) and plans the same round again.
+            by_count = Counter(row["planned_count"] for row in batch)
+            self.store.manifest.setdefault("rounds", []).append(
+                {
+                    "admitted": len(batch),
+                    "by_count": {str(c): n for c, n in sorted(by_count.items())},
+                    "shards": indices,
+                }
+            )
             self.total_shards += len(indices)
             self.total_rows += len(batch)
             self.store.manifest["total_shards"] = self.total_shards
@@ -159,31 +176,7 @@ class QuotaAdmission(RowSource):
 
     # -- measuring and planning ----------------------------------------------------------
     def measure(self) -> dict:
-        """Admitted rows per count and dimension, usable rows per (side, count) and per dimension,
-        and each admitted seed's side, from the shards on disk."""
-        seeds = self.store.read(["seed_id", "use", "split", "planned_count", "planned_dimensions"])
-        done = self.last.read(["status", "prompt", "split", "constraint_count", "dimensions"])
-        admitted = Counter(seeds["planned_count"].astype(int)) if len(seeds) else Counter()
-        admitted_dims: Counter = Counter()
-        for dims in seeds.get("planned_dimensions", []):
-            admitted_dims.update(list(dims))
-        usable: Counter = Counter()
-        usable_dims: Counter = Counter()
-        if len(done):
-            ok = done[done["status"] == "ok"]
-            ok = ok[~ok["prompt"].map(normalise).duplicated()]
-            usable.update(zip(ok["split"], ok["constraint_count"].astype(int)))
-            for dims in ok["dimensions"]:
-                usable_dims.update(list(dims))
-        return {
-            "admitted": admitted,
-            "usable": usable,
-            "admitted_dims": admitted_dims,
-            "usable_dims": usable_dims,
-            "seeds": len(seeds),
-            "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else [],
-            "sides": dict(zip(seeds["seed_id"], seeds["split"])) if len(seeds) else {},
-        }
+        return measure_yields(self.store, self.last)
 
     async def next_round(self) -> list[dict]:
         cfg = self.ctx.config
@@ -217,9 +210,6 @@ class QuotaAdmission(RowSource):
                 random.Random(f"{cfg.seed}-{seed.id}-{use}"), histogram, weights, cfg.taxonomy.max_per_dimension
             )
             rows.append(seed_row(seed, use, (plan.count, list(plan.dimensions)), split=side))
-        rounds = self.store.manifest.setdefault("rounds", [])
-        by_count = Counter(row["planned_count"] for row in rows)
-        rounds.append({"admitted": len(rows), "by_count": {str(c): n for c, n in sorted(by_count.items())}})
         return rows
 
     def _dimension_weights(self, state: dict, overall: float) -> dict[str, float]:
@@ -246,7 +236,7 @@ class QuotaAdmission(RowSource):
         short = sum(max(0, n - self._fresh_count(side, used, state)) for side, n in wanted.items())
         if short and policy == "synthesize" and self.ctx.client is not None:
             known = {s.id for s in self.pool}
-            grown = await synthesize_seeds(self.ctx, self.pool, len(self.pool) + short)
+            grown = await synthesize_seeds(self.ctx, self.pool, len(self.pool) + short, self.dropped)
             self.pool += [s for s in grown if s.id not in known]
         sides = self._sides(state)
         taken: dict[str, list[tuple[Seed, int]]] = {}
@@ -281,6 +271,7 @@ class QuotaAdmission(RowSource):
         self.store.manifest["quota"] = quota
         self.store.manifest["admitted"] = state["seeds"]
         self.store.manifest["seeds_by_side"] = dict(Counter(state["sides"].values()))
+        self.store.manifest["decontaminated"] = dict(self.dropped)
         self.store.save()
 
     def finish(self) -> list[str]:
@@ -299,6 +290,34 @@ class QuotaAdmission(RowSource):
         self.store.manifest["notes"] = [note]
         self.store.finish("done", self.ctx.client.usage_for("seeds") if self.ctx.client else {}, 0.0)
         return [note]
+
+
+def measure_yields(seeds_store: StageStore, last: StageStore) -> dict:
+    """Admitted rows per count and dimension, usable rows (ok at the chain's end, prompt not a repeat)
+    per (side, count) and per dimension, and each admitted seed's side, from the shards on disk."""
+    seeds = seeds_store.read(["seed_id", "use", "split", "planned_count", "planned_dimensions"])
+    done = last.read(["status", "prompt", "split", "constraint_count", "dimensions"])
+    admitted = Counter(seeds["planned_count"].astype(int)) if len(seeds) else Counter()
+    admitted_dims: Counter = Counter()
+    for dims in seeds.get("planned_dimensions", []):
+        admitted_dims.update(list(dims))
+    usable: Counter = Counter()
+    usable_dims: Counter = Counter()
+    if len(done):
+        ok = done[done["status"] == "ok"]
+        ok = ok[~ok["prompt"].map(normalise).duplicated()]
+        usable.update(zip(ok["split"], ok["constraint_count"].astype(int)))
+        for dims in ok["dimensions"]:
+            usable_dims.update(list(dims))
+    return {
+        "admitted": admitted,
+        "usable": usable,
+        "admitted_dims": admitted_dims,
+        "usable_dims": usable_dims,
+        "seeds": len(seeds),
+        "uses": seeds[["seed_id", "use"]].values.tolist() if len(seeds) else [],
+        "sides": dict(zip(seeds["seed_id"], seeds["split"])) if len(seeds) else {},
+    }
 
 
 def _smoothed(usable: int, admitted: int, overall: float) -> float:

@@ -12,18 +12,29 @@ import pyarrow as pa
 from trace_builder.config import FilterConfig, RunConfig
 from trace_builder.pipeline.admission import SIDES, count_quotas, largest_remainder
 from trace_builder.pipeline.context import StageContext
+from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
+from trace_builder.pipeline.decontaminate import settings as decontamination_settings
 from trace_builder.pipeline.dedup import near_duplicates
 from trace_builder.pipeline.stage import Stage
 from trace_builder.records import FINAL_SCHEMAS
 from trace_builder.seeds import normalise
-from trace_builder.store import StageStore, write_table_atomic
+from trace_builder.store import FINAL, StageStore, save_manifest, shard_entry, shard_name, write_table_atomic
 
 
-def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig) -> pd.DataFrame:
-    """Add `filter_status` (kept | failed | exact_duplicate | near_duplicate | too_long)."""
+def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig, checker: Decontaminator | None = None) -> pd.DataFrame:
+    """Add `filter_status` (kept | failed | contaminated | too_long | exact_duplicate | near_duplicate),
+    and `contaminated_by`: the known eval set a row's description or input overlaps (`checker`)."""
     rows = rows.copy()
     status = pd.Series("kept", index=rows.index, dtype="object")
     status[rows["status"] != "ok"] = "failed"
+    found = pd.Series(None, index=rows.index, dtype="object")
+    if checker is not None:
+        live = rows.index[status == "kept"]
+        found[live] = [
+            checker.first_match(texts) for texts in zip(rows.loc[live, "description"], rows.loc[live, "input"])
+        ]
+        status[found.notna()] = "contaminated"
+    rows["contaminated_by"] = found
     too_long = (rows["prompt"].fillna("").str.len() > cfg.max_prompt_chars) | (
         rows["response"].fillna("").str.len() > cfg.max_response_chars
     )
@@ -141,21 +152,25 @@ def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Da
 
 
 def write_final(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-    counts = {}
+    """final/<dataset>/part-00000.parquet for each dataset, and manifests/final.json listing them
+    (checked by every reader of final/, as a stage's manifest is)."""
+    counts, datasets = {}, {}
     for name, frame in tables.items():
-        folder = run_dir / "final" / name
+        folder = run_dir / FINAL / name
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("part-*.parquet"):
             stale.unlink()
-        table = pa.Table.from_pandas(frame, schema=FINAL_SCHEMAS[name], preserve_index=False)
-        write_table_atomic(folder / "part-00000.parquet", table)
+        path = folder / shard_name(0)
+        write_table_atomic(path, pa.Table.from_pandas(frame, schema=FINAL_SCHEMAS[name], preserve_index=False))
         counts[name] = len(frame)
+        datasets[name] = {path.name: shard_entry(path)}
+    save_manifest(run_dir, FINAL, {"stage": FINAL, "datasets": datasets})
     return counts
 
 
 async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) -> dict:
     rows = source.read()
-    marked = mark_filtered(rows, ctx.config.filter)
+    marked = mark_filtered(rows, ctx.config.filter, decontaminator(ctx.config))
     target.manifest["total_shards"] = 1
     target.write_shard(0, pa.Table.from_pandas(marked, preserve_index=False))
     tables, short = final_tables(marked, ctx.config)
@@ -175,6 +190,7 @@ async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) 
         "rows_in": len(marked),
         "shortfall": {side: {str(c): n for c, n in by.items()} for side, by in short.items()},
         "seeds_by_side": sides,
+        "decontaminated": dict(Counter(marked["contaminated_by"].dropna())),
         "notes": notes,
     }
 
@@ -191,8 +207,9 @@ STAGE = Stage(
     reads="perturb",
     settings=lambda config: {
         "filter": config.filter.model_dump(),
-        "target": config.target.model_dump(),
+        "target": config.target.model_dump(exclude={"max_seeds"}),
         "seed": config.seed,
+        "decontamination": decontamination_settings(config),
     },
     whole=run_filter,
     description="drop failures, duplicates, over-long items; split; write final/",

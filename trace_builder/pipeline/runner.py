@@ -36,7 +36,7 @@ from trace_builder.prompts import prompts_digest
 from trace_builder.redact import redact
 from trace_builder.rundir import open_run_dir
 from trace_builder.runlock import RunLock, is_held, read_holder
-from trace_builder.store import StageStore, read_json, write_json_atomic
+from trace_builder.store import StageStore, read_json, verified_parts, write_json_atomic
 
 
 @dataclass
@@ -168,6 +168,8 @@ async def _run_locked(
         _reopen_retryable(run_dir, stages, config, console)
 
     first = stages[0].reads
+    if first is not None and StageStore(run_dir, first).status == "done":
+        verified_parts(run_dir / first)  # a damaged input shard: one line naming it and how to redo it
     if first is not None and StageStore(run_dir, first).status != "done":
         raise UserError(
             f"stage '{stages[0].name}' needs the output of '{first}', which is not complete in {run_dir}: "
@@ -202,6 +204,8 @@ async def _run_locked(
                 client.cache.close()
     if card and StageStore(run_dir, "filter").status == "done":
         _write_card(run_dir, console)
+    if not summary.ran:
+        summary.notes.append("every stage was done already: nothing was asked")
     return _summarize(run_dir, summary)
 
 
@@ -250,7 +254,8 @@ async def _run_chain(
         ]
     source: RowSource
     if admitting:
-        source = QuotaAdmission(ctx, stores["seeds"], StageStore(ctx.run_dir, row_stages[-1].name))
+        # The chain's own store of its last stage: it knows every shard the moment it is written.
+        source = QuotaAdmission(ctx, stores["seeds"], stores[row_stages[-1].name])
         stores["seeds"].begin(fingerprints["seeds"], None)
     else:
         source = RowSource(StageStore(ctx.run_dir, row_stages[0].reads))
@@ -392,6 +397,16 @@ def run_details(run_dir: Path) -> list[str]:
     if seeds.get("quota"):
         by_side = ", ".join(f"{side} {n}" for side, n in (seeds.get("seeds_by_side") or {}).items())
         lines.append(f"seeds admitted: {seeds.get('admitted', 0)} rows ({by_side} seeds)")
+    dropped = {
+        where: ", ".join(
+            f"{name} {n}" for name, n in (StageStore(run_dir, stage).manifest.get("decontaminated") or {}).items()
+        )
+        for where, stage in (("seeds", "seeds"), ("final rows", "filter"))
+    }
+    if any(dropped.values()):
+        lines.append(
+            "overlapping a known eval set, dropped: " + "; ".join(f"{w}: {d}" for w, d in dropped.items() if d)
+        )
     final_sides = StageStore(run_dir, "filter").manifest.get("seeds_by_side")
     if final_sides:
         lines.append(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from trace_builder.config import MAX_SEED_CHARS
 from trace_builder.pipeline.context import StageContext
+from trace_builder.pipeline.decontaminate import decontaminator, file_digest
+from trace_builder.pipeline.decontaminate import settings as decontamination_settings
 from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
 from trace_builder.seeds import (
@@ -69,8 +72,24 @@ def seed_row(seed: Seed, use: int = 0, plan: tuple[int, list[str]] | None = None
     }
 
 
-async def synthesize_seeds(ctx: StageContext, pool: list[Seed], target: int) -> list[Seed]:
-    """Ask the LLM for more seeds, domain by domain, until `target` unique seeds exist.
+def drop_contaminated(ctx: StageContext, seeds: list[Seed], dropped: Counter) -> list[Seed]:
+    """`seeds` without those whose text or input overlaps a known eval set (counted per set in `dropped`)."""
+    checker = decontaminator(ctx.config)
+    if checker is None:
+        return seeds
+    kept = []
+    for seed in seeds:
+        found = checker.first_match([seed.text, seed.input])
+        if found is None:
+            kept.append(seed)
+        else:
+            dropped[found] += 1
+    return kept
+
+
+async def synthesize_seeds(ctx: StageContext, pool: list[Seed], target: int, dropped: Counter) -> list[Seed]:
+    """Ask the LLM for more seeds, domain by domain, until `target` unique seeds exist; one that
+    overlaps a known eval set (a model may recite one) is dropped and counted in `dropped`.
 
     Bounded: at most `target` requests, so a model that repeats itself cannot loop forever.
     """
@@ -90,15 +109,18 @@ async def synthesize_seeds(ctx: StageContext, pool: list[Seed], target: int) -> 
             max_tokens=ctx.config.generation.max_tokens,
             seed=ctx.llm_seed("synth", attempt),
         )
-        for text in answer.instructions:
-            if text.strip():
-                seeds.append(Seed(seed_id(text), text.strip(), language, domain, source="synthesized"))
-        seeds = dedupe_seeds(seeds)
+        new = [
+            Seed(seed_id(t), t.strip(), language, domain, source="synthesized")
+            for t in answer.instructions
+            if t.strip()
+        ]
+        seeds = dedupe_seeds(seeds + drop_contaminated(ctx, new, dropped))
     return seeds[: max(target, len(pool))]
 
 
-async def seed_pool(ctx: StageContext, *, synthesize_to: int = 0) -> list[Seed]:
-    """The configured seeds, deduplicated and filtered by language, synthesized up to `synthesize_to`."""
+async def seed_pool(ctx: StageContext, dropped: Counter, *, synthesize_to: int = 0) -> list[Seed]:
+    """The configured seeds, deduplicated, filtered by language, without those overlapping a known eval
+    set (counted per set in `dropped`: before any request is spent on them), synthesized up to `synthesize_to`."""
     cfg = ctx.config.seeds
     if cfg.source == "builtin":
         seeds = load_builtin_seeds()
@@ -118,8 +140,9 @@ async def seed_pool(ctx: StageContext, *, synthesize_to: int = 0) -> list[Seed]:
                 f"{cfg.max_chars:,}",
             )
     seeds = select_seeds(dedupe_seeds(seeds), None, languages=cfg.languages, rng_seed=ctx.config.seed)
+    seeds = drop_contaminated(ctx, seeds, dropped)
     if synthesize_to > len(seeds):
-        seeds = await synthesize_seeds(ctx, seeds, synthesize_to)
+        seeds = await synthesize_seeds(ctx, seeds, synthesize_to, dropped)
     return seeds
 
 
@@ -133,17 +156,18 @@ def write_seed_shards(store: StageStore, rows: list[dict], shard_size: int, firs
     return written
 
 
-async def plain_run_seeds(ctx: StageContext) -> list[Seed]:
+async def plain_run_seeds(ctx: StageContext, dropped: Counter) -> list[Seed]:
     """The seeds a plain (not target-size) run takes, in shard order: the pool, at most seeds.limit."""
-    seeds = await seed_pool(ctx, synthesize_to=ctx.config.seeds.synthesize_to)
+    seeds = await seed_pool(ctx, dropped, synthesize_to=ctx.config.seeds.synthesize_to)
     return select_seeds(seeds, ctx.config.seeds.limit, rng_seed=ctx.config.seed)
 
 
 async def run_seeds(ctx: StageContext, source: StageStore | None, store: StageStore) -> dict:
-    rows = [seed_row(s) for s in await plain_run_seeds(ctx)]
+    dropped: Counter = Counter()
+    rows = [seed_row(s) for s in await plain_run_seeds(ctx, dropped)]
     store.manifest["total_shards"] = -(-len(rows) // ctx.config.shard_size)
     write_seed_shards(store, rows, ctx.config.shard_size)
-    return {}
+    return {"decontaminated": dict(dropped)}
 
 
 def _settings(config) -> dict:
@@ -151,10 +175,13 @@ def _settings(config) -> dict:
     seeds = config.seeds.model_dump()
     if seeds["max_chars"] == MAX_SEED_CHARS:
         del seeds["max_chars"]  # added later: runs made before keep their fingerprint
+    if seeds["source"] != "builtin" and Path(seeds["source"]).is_file():
+        seeds["source"] = file_digest(seeds["source"])  # the file's name and content: a copied run resumes
     return {
         "seeds": seeds,
-        "target": config.target.model_dump(),
+        "target": config.target.model_dump(exclude={"max_seeds"}),  # the budget: a larger one tops a run up
         "seed": config.seed,
+        "decontamination": decontamination_settings(config),
         **(model_settings(config) if synthesizes else {}),
     }
 

@@ -280,6 +280,8 @@ class ScriptedServer:
             "distinct": len(self.stats.by_request),
             "repeated": {k: v for k, v in self.stats.by_request.items() if v > 1},
             "faults": dict(self.stats.faults),
+            # answers the responder broke on purpose (ScriptedResponder.model_like), by digest
+            "broken_answers": sorted(getattr(self.responder, "broken", ())),
         }
 
 

@@ -54,8 +54,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 _NUMBERED = re.compile(r"^\s*(\d+)\.\s+(?:\[([\w-]+)\]\s+)?(.*)$")
 _OPERATION = re.compile(r"^\s*(?:Operation|操作)\s*[:：]\s*(ADD|DELETE|REVISE)\b", re.MULTILINE)
@@ -319,6 +321,24 @@ def _miscount(data: dict, longer: bool) -> None:
             return
 
 
+BROKEN_TAG = "broken-"
+
+
+def _tag_free_text(data: dict, tag: str) -> None:
+    """Put `tag` into the first free-text field of an answer (a reason, an explanation, a description)."""
+    holders = [*(data.get("scores") or [])[:1], *(data.get("problems") or [])[:1], data]
+    for holder in holders:
+        for name in ("reason", "explanation", "description"):
+            if isinstance(holder.get(name), str):
+                holder[name] = f"{holder[name]} {tag}"
+                return
+    for slots in (data.get("repaired_constraints"), data.get("constraints")):
+        items = list(slots.values()) if isinstance(slots, dict) else slots or []
+        if items and isinstance(items[0], dict):
+            items[0]["text"] = f"{items[0].get('text', '')} {tag}"
+            return
+
+
 def _break_bounds(data: dict) -> None:
     """A bounded integer far outside its bounds, as a grammar engine that ignores bounds lets through."""
     for item in data.get("scores") or []:
@@ -369,6 +389,9 @@ class ScriptedResponder:
     out_of_bounds_rate: float = 0.0
     refuse_rate: float = 0.0
     off_check_rate: float = 0.0
+    # Tags of the answers broken on purpose (each such answer carries its tag, BROKEN_TAG + a hash, in a
+    # free-text field): a client must cache none of them.
+    broken: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def model_like(cls, **overrides: Any) -> ScriptedResponder:
@@ -393,17 +416,17 @@ class ScriptedResponder:
         if task.endswith(".answer") or task == "eval.generate":
             return self.answer(user, seed)
         if "judge" in task:
-            return self._structured(self.judge(user, _schema(body)), task, user, seed)
+            return self._structured(self.judge(user, _schema(body)), task, body)
         if task == "expand.rewrite":
             return f"Scripted rewrite {short_hash(user)}: the task with its planned constraints."
         if task == "expand.structure":
-            return self._structured(self.structure(user, _schema(body)), task, user, seed)
+            return self._structured(self.structure(user, _schema(body)), task, body)
         if task == "expand.quality":
-            return self._structured(self.quality(user, _schema(body)), task, user, seed)
+            return self._structured(self.quality(user, _schema(body)), task, body)
         if task == "respond.worse":
             return self.worse(user)
         if task == "perturb.rewrite":
-            return self._structured(self.perturb(user, _schema(body)), task, user, seed)
+            return self._structured(self.perturb(user, _schema(body)), task, body)
         if task == "seeds.synthesize":
             node = _property(_schema(body), "instructions", _schema(body)) or {}
             count = min(10, node.get("maxItems", 10))
@@ -445,16 +468,22 @@ class ScriptedResponder:
         response = _response_block(user)
         return _scores(len(graded), lambda i: 10 if mark(graded[i - 1]) in response else 2)
 
-    def _structured(self, answer: str, task: str, user: str, seed: Any) -> str:
+    def _structured(self, answer: str, task: str, body: dict) -> str:
         """A structured answer as a model without a strict grammar may give it: a list one item
-        off (miscount_rate), a bounded number out of its bounds (out_of_bounds_rate)."""
+        off (miscount_rate), a bounded number out of its bounds (out_of_bounds_rate). An answer
+        that then breaks the request's schema is remembered in `broken`."""
         if not (self.miscount_rate or self.out_of_bounds_rate):
             return answer
         data = json.loads(answer)
+        user, seed = _user(body), body.get("seed")
         if _draw("miscount", task, user, seed) < self.miscount_rate:
             _miscount(data, longer=_draw("longer", task, user, seed) < 0.5)
         if _draw("bounds", task, user, seed) < self.out_of_bounds_rate:
             _break_bounds(data)
+        if not Draft202012Validator(_schema(body)).is_valid(data):
+            tag = f"{BROKEN_TAG}{short_hash(json.dumps(data) + user + str(seed), 12)}"
+            _tag_free_text(data, tag)
+            self.broken.add(tag)
         return json.dumps(data, ensure_ascii=False)
 
     def worse(self, user: str) -> str:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from trace_builder.chat_format import PLAIN_CHAT_TEMPLATE, has_chat_template
 from trace_builder.errors import UserError
+from trace_builder.store import verified_parts, verify_part
 
 # What each method reads; the rest of the final schema is carried but unused.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -25,10 +26,11 @@ def parquet_files(data_dir: str | Path) -> list[Path]:
     """The part-*.parquet files of a dataset directory (a single .parquet file is accepted too)."""
     path = Path(data_dir)
     if path.is_file() and path.suffix == ".parquet":
+        verify_part(path)
         return [path]
     if not path.is_dir():
         raise UserError(f"data dir {path} does not exist: pass a final dataset dir, e.g. <run>/final/sft")
-    files = sorted(path.glob("*.parquet"))
+    files = verified_parts(path) if any(path.glob("part-*.parquet")) else sorted(path.glob("*.parquet"))
     if not files:
         raise UserError(
             f"data dir {path} holds no .parquet files: pass a final dataset dir written by `trace-build run`"
