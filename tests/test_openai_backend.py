@@ -27,7 +27,7 @@ def test_wire_body_holds_messages_and_schema():
     }
     messages = ({"role": "system", "content": "s"}, {"role": "user", "content": "u"})
     with ScriptedServer(record) as server:
-        backend = OpenAIBackend("scripted", [server.base_url], api_key="k")
+        backend = OpenAIBackend("scripted", [server.base_url], api_key="k", structured_output="json_schema")
         result = asyncio.run(
             backend.complete(ChatRequest(messages, json_schema=schema, schema_name="Ok", task="t.x", seed=3))
         )

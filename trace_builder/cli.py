@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from trace_builder.config import BACKEND_KINDS, PROFILES, load_config
-from trace_builder.errors import ModelLoadError, UserError, missing_package_fix
+from trace_builder.errors import ModelLoadError, ServerRefused, UserError, missing_package_fix
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
 console = Console(stderr=True)
@@ -70,6 +70,17 @@ def _apply_prices(config, price_in: float | None, price_out: float | None) -> No
         config.prices.output_per_million = price_out
 
 
+def _apply_structured_output(config, dialect: str | None) -> None:
+    """--structured-output over backend.structured_output (one-line error for an unknown dialect)."""
+    if dialect is None:
+        return
+    from trace_builder.llm.dialects import AUTO, DIALECTS
+
+    if dialect not in (AUTO, *DIALECTS):
+        raise UserError(f"unknown --structured-output {dialect!r}: use {AUTO} or one of {', '.join(DIALECTS)}")
+    config.backend.structured_output = dialect
+
+
 def _apply_rate_limits(config, rpm: float | None, tpm: float | None) -> None:
     """--rpm / --tpm over the backend's requests and tokens per minute caps."""
     if rpm is not None:
@@ -102,6 +113,12 @@ TRAIN_ROWS_OPTION = typer.Option(
     None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
 )
 EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
+STRUCTURED_OUTPUT_OPTION = typer.Option(
+    None,
+    "--structured-output",
+    help="how structured answers are asked for (openai backend): auto (probe the server), json_schema, "
+    "json_object (llama.cpp), vllm, prompt",
+)
 DECONTAMINATE_OPTION = typer.Option(
     None,
     "--decontaminate",
@@ -142,6 +159,7 @@ def run(
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
+    structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -153,7 +171,7 @@ def run(
     ),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
-    from trace_builder.pipeline.runner import describe_summary, run_pipeline
+    from trace_builder.pipeline.runner import describe_summary, failed_on_requests, run_pipeline
 
     names = _stage_names()
     if stage != "all" and stage not in names:
@@ -175,9 +193,19 @@ def run(
         decontaminate=decontaminate,
     )
     _apply_rate_limits(config, rpm, tpm)
+    _apply_structured_output(config, structured_output)
     stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
     describe_summary(summary, console)
+    if failed_on_requests(summary):
+        top = ", ".join(f"{reason} ({n})" for reason, n in summary.failure_reasons.most_common(3))
+        console.print(
+            f"[red]error:[/red] no final rows: every row failed on a request to the server ({top}); "
+            f"the server's messages: `trace-build inspect {out} --columns reason,failure_detail`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -290,6 +318,7 @@ def plan(
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
+    structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
     pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -316,6 +345,7 @@ def plan(
         eval_rows=eval_rows,
         decontaminate=decontaminate,
     )
+    _apply_structured_output(config, structured_output)
     result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
     if as_json:
         print(json.dumps(result, indent=2))
@@ -381,6 +411,9 @@ def main() -> None:
     except UserError as exc:
         console.print(f"[red]error:[/red] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except ServerRefused as exc:
+        console.print(f"[red]error:[/red] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except ModelLoadError as exc:
         console.print(f"[red]error:[/red] {exits.model_load_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exits.EXIT_MODEL)

@@ -46,6 +46,8 @@ class BackendConfig(Strict):
     # Transport only: in no fingerprint. None: no cap (and 429s are only retried).
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion
+    # How structured answers are asked for (openai backend; llm/dialects.py): auto probes the server once.
+    structured_output: Literal["auto", "json_schema", "json_object", "vllm", "prompt"] = "auto"
     batch_size: int = Field(8, ge=1, le=256)  # local backend
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
 

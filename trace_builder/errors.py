@@ -23,6 +23,11 @@ class LLMError(Exception):
         self.detail = detail
 
 
+class ServerRefused(Exception):
+    """A server that answers every request of a kind with the same refusal: the run stops with one
+    line quoting the server and naming the setting to change, exit 1 (finished shards are kept)."""
+
+
 # Modules whose pip package has another name.
 _PACKAGE_OF_MODULE = {"llama_cpp": "llama-cpp-python", "gguf": "gguf", "yaml": "pyyaml", "sklearn": "scikit-learn"}
 _PIP_HINT = re.compile(r"pip install [\w\[\]<>=.,'\"-]+")

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from trace_builder.errors import LLMError
 from trace_builder.llm.base import Backend, ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache, request_key
+from trace_builder.llm.storm import RefusalWatch
 from trace_builder.llm.structured import parse_structured, strict_schema
 
 M = TypeVar("M", bound=BaseModel)
@@ -167,6 +168,7 @@ class LLMClient:
         self._slots = PrioritySlots(concurrency)
         self._in_flight: dict[str, asyncio.Future[ChatResult]] = {}
         self._rejected: Counter[str] = Counter()  # rejections per question, where there is no cache
+        self.refusals = RefusalWatch()  # a server refusing every request of a kind stops the run
         self.usage: dict[str, TagUsage] = defaultdict(TagUsage)
 
     @property
@@ -229,10 +231,13 @@ class LLMClient:
             usage.failures += 1
             future.set_exception(exc)
             future.exception()  # mark retrieved: nobody else may be waiting
+            if isinstance(exc, LLMError):
+                self.refusals.failed(tag, exc, structured=request.json_schema is not None)
             raise
         finally:
             del self._in_flight[sent_key]
         usage.requests += 1
+        self.refusals.answered(tag)
         if progress is not None:
             progress.requests += 1
         usage.prompt_tokens += result.prompt_tokens

@@ -20,6 +20,7 @@ def make_backend(config: BackendConfig) -> Backend:
             max_retries=config.max_retries,
             storm_after_s=config.storm_after_s,
             rate_limit=RateLimit(config.requests_per_minute, config.tokens_per_minute),
+            structured_output=config.structured_output,
         )
     if config.kind == "local":
         from trace_builder.llm.local import LocalBackend

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import time
 from dataclasses import dataclass
 
 import openai
@@ -13,12 +15,14 @@ from tenacity.wait import wait_base
 
 from trace_builder.errors import LLMError, UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
+from trace_builder.llm.dialects import AUTO, DIALECTS, PROBE_MESSAGES, PROBE_SCHEMA, with_schema
 from trace_builder.llm.ratelimit import RateLimit
 from trace_builder.llm.storm import ServerStorm, StormWatch, storm_message
-from trace_builder.llm.structured import is_closed_schema
+from trace_builder.llm.structured import loads_tolerant, schema_violation
 from trace_builder.redact import redact_text
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_PROBE_OPTIONS = {"headers": {"X-Trace-Build-Task": "probe"}}
 _RETRY_AFTER_CAP_S = 120.0
 
 
@@ -104,6 +108,7 @@ class OpenAIBackend:
         backoff_max_s: float = 30.0,
         storm_after_s: float = 45.0,
         rate_limit: RateLimit | None = None,
+        structured_output: str = AUTO,
     ):
         self.model = model
         urls = list(base_urls or []) or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
@@ -125,6 +130,9 @@ class OpenAIBackend:
         self._next = 0
         self._storm = StormWatch(storm_after_s)
         self.rate_limit = rate_limit or RateLimit()  # requests/tokens per minute caps; none by default
+        self.dialect = structured_output  # `auto` until the probe has chosen (llm/dialects.py)
+        self.probe_note = ""  # what the probe found, for the run's first lines and run.json
+        self._probing = asyncio.Lock()
 
     @property
     def base_urls(self) -> list[str]:
@@ -153,15 +161,7 @@ class OpenAIBackend:
         if request.seed is not None:
             body["seed"] = request.seed
         if request.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": request.schema_name,
-                    "schema": request.json_schema,
-                    # Strict mode rejects open objects (e.g. a check's free-form params).
-                    "strict": is_closed_schema(request.json_schema),
-                },
-            }
+            body = with_schema(body, await self.structured_dialect(), request.json_schema, request.schema_name)
         options: dict = {"headers": {"X-Trace-Build-Task": request.task}} if request.task else {}
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
@@ -230,6 +230,39 @@ class OpenAIBackend:
         storm = self._storm.record(reason)
         if storm is not None:
             raise ServerStorm(storm_message(replica.shown, *storm))
+
+    async def structured_dialect(self) -> str:
+        """The dialect structured requests go out in: the configured one, or (auto) the probe's choice."""
+        if self.dialect == AUTO:
+            async with self._probing:
+                if self.dialect == AUTO:
+                    self.dialect, self.probe_note = await self._probe()
+        return self.dialect
+
+    async def _probe(self) -> tuple[str, str]:
+        """The first dialect whose answer to a tiny schema parses and validates (`prompt` if none does).
+        Sent once, past the caps and the retries, and counted in no stage's usage."""
+        started = time.monotonic()
+        replica = self._replicas[0]
+        client = replica.client.with_options(timeout=60.0, max_retries=0)
+        found: list[str] = []
+        for dialect in DIALECTS:
+            body = {"model": self.model, "messages": list(PROBE_MESSAGES), "temperature": 0.0, "max_tokens": 48}
+            body = with_schema(body, dialect, PROBE_SCHEMA, "probe")
+            try:
+                raw = await client.post("/chat/completions", body=body, options=_PROBE_OPTIONS, cast_to=bytes)
+                text = ((json.loads(raw).get("choices") or [{}])[0].get("message") or {}).get("content") or ""
+                problem = schema_violation(loads_tolerant(text), PROBE_SCHEMA)
+            except openai.APIStatusError as exc:
+                problem = f"HTTP {exc.status_code}: {redact_text(str(exc.message))[:100]}"
+            except (openai.APIError, ValueError, AttributeError, TypeError) as exc:
+                problem = f"{type(exc).__name__}: {str(exc)[:100]}"
+            if problem is None:
+                found.append(f"{dialect} honoured")
+                return dialect, f"probed in {time.monotonic() - started:.1f} s: " + "; ".join(found)
+            found.append(f"{dialect}: {problem}")
+        note = "; ".join(found)
+        return "prompt", f"no dialect honoured the probe ({note}): asking in the prompt, answers validated"
 
     async def preflight(self) -> None:
         """Fail fast, with one clear line, if a server is down, rejects the key or lacks the model."""

@@ -101,7 +101,7 @@ def loads_tolerant(text: str) -> Any:
     for candidate in candidates:
         for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
             try:
-                return json.loads(variant)
+                return json.loads(variant, strict=False)
             except (json.JSONDecodeError, ValueError):
                 continue
     raise ValueError("no JSON object found")
@@ -131,7 +131,7 @@ def parse_structured(text: str, model: type[M], schema: dict[str, Any] | None = 
     """An answer as `model`, once it fits `schema` (the JSON Schema that was sent) and `model` both;
     LLMError('invalid_json' | 'schema_mismatch') if it is unusable."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # raw newlines in strings: llama.cpp's grammar allows them
     except ValueError:
         try:
             data = loads_tolerant(text)

@@ -29,7 +29,7 @@ from trace_builder.pipeline.registry import (
     stage_schema,
     stages_from,
 )
-from trace_builder.pipeline.retry import reopen_retryable, retryable_by_shard
+from trace_builder.pipeline.retry import is_transient, reopen_retryable, retryable_by_shard
 from trace_builder.pipeline.stage import Stage
 from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
@@ -85,10 +85,16 @@ def _reopen_retryable(run_dir: Path, stages: list[Stage], config: RunConfig, con
         )
 
 
+# What the model's server told this run (llm/dialects.py), set once its client opens: kept across rewrites.
+_FROM_SERVER = ("structured_output", "probe")
+
+
 def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, str]) -> None:
+    previous = read_json(run_dir / "run.json") or {}
     write_json_atomic(
         run_dir / "run.json",
         {
+            **{key: previous[key] for key in _FROM_SERVER if key in previous},
             "trace_build": __version__,
             "python": platform.python_version(),
             "profile": config.profile,
@@ -224,6 +230,11 @@ async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LL
     if config.backend.kind == "local":
         console.print("[dim]loading the model (the first time, the embedded one is converted: about 20 s)[/dim]")
     await preflight(backend)
+    if (dialect := getattr(backend, "structured_dialect", None)) is not None:
+        chosen = await dialect()  # auto: the probe, once, before any row is asked
+        console.print(f"structured output: {chosen}" + (f" ({backend.probe_note})" if backend.probe_note else ""))
+        run = read_json(run_dir / "run.json") or {}
+        write_json_atomic(run_dir / "run.json", {**run, **dict(zip(_FROM_SERVER, (chosen, backend.probe_note)))})
     return LLMClient(
         backend,
         RequestCache(run_dir / "cache.sqlite"),
@@ -320,6 +331,15 @@ def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
     if kept:
         summary.notes.append(f"IOPO groups kept per attempt: {kept}")
     return summary
+
+
+def failed_on_requests(summary: RunSummary) -> bool:
+    """No final row, and every row that failed did so on a request (the server), not on its content:
+    a run that built nothing because it could not ask anything must not look like a success."""
+    if sum(summary.final_rows.values()) or not summary.failure_reasons:
+        return False
+    reasons = [key.split(": ", 1)[-1] for key in summary.failure_reasons]
+    return all(is_transient(r) or r.startswith("http_") for r in reasons)
 
 
 def describe_summary(summary: RunSummary, console: Console) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from trace_builder.testing.scripted import Refused
+from trace_builder.testing.scripted import Refused, dialect_of
 
 Responder = Callable[[str, dict], str]
 
@@ -96,6 +96,7 @@ class ScriptedServer:
         port: int = 0,
         api_key: str | None = None,
         requests_per_minute: float | None = None,
+        dialects: tuple[str, ...] = ("json_schema", "json_object", "vllm", "prompt"),
     ):
         self.responder = responder
         self.latency_s = latency_s
@@ -103,6 +104,7 @@ class ScriptedServer:
         self.model = model
         self.port = port
         self.api_key = api_key  # when set, any other bearer token gets a 401
+        self.dialects = dialects  # the structured-output dialects it honours (`_unspoken`: the others)
         # When set, chat requests above this rate (over the last second) get a 429, as from a
         # provider's rate limit: what the client's rate limiter learns from.
         self.requests_per_minute = requests_per_minute
@@ -214,10 +216,16 @@ class ScriptedServer:
 
     async def _chat(self, headers: dict, body: dict) -> tuple[int, dict, dict]:
         task = headers.get("x-trace-build-task", "")
+        dialect = dialect_of(body)
+        if dialect is not None and dialect not in self.dialects:
+            return self._unspoken(dialect, body)
+        if task == "probe":  # the client's dialect probe: not one of the run's requests
+            self.stats.faults["probe"] += 1
+            return 200, self._completion(body, "probe", self.responder(task, body)), {}
         digest_hex = request_digest(body)
         self.stats.by_request[digest_hex] += 1
         attempt = self.stats.by_request[digest_hex]
-        structured = (body.get("response_format") or {}).get("type") == "json_schema"
+        structured = dialect is not None
         fault = self.faults.pick(int(digest_hex[:12], 16), attempt, structured)
         if self._over_rate_limit():
             self.stats.faults["rate_limit"] += 1
@@ -243,23 +251,34 @@ class ScriptedServer:
         if fault == "malformed":
             self.stats.faults["malformed"] += 1
             text = text[: max(1, len(text) // 2)].replace("{", "{'", 1)
+        return 200, self._completion(body, digest_hex, text), {}
+
+    def _completion(self, body: dict, digest_hex: str, text: str) -> dict:
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
-        return (
-            200,
-            {
-                "id": "chatcmpl-" + digest_hex[:12],
-                "object": "chat.completion",
-                "created": 0,
-                "model": body.get("model", self.model),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(text) // 4 + 1,
-                    "total_tokens": prompt_tokens + len(text) // 4 + 1,
-                },
+        return {
+            "id": "chatcmpl-" + digest_hex[:12],
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", self.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text) // 4 + 1,
+                "total_tokens": prompt_tokens + len(text) // 4 + 1,
             },
-            {},
-        )
+        }
+
+    def _unspoken(self, dialect: str, body: dict) -> tuple[int, dict, dict]:
+        """What a server that does not speak `dialect` does: llama.cpp answers json_schema with a 500,
+        others reject json_object with a 400; body fields it does not know are ignored (prose comes back)."""
+        self.stats.faults[f"unspoken {dialect}"] += 1
+        if dialect == "json_schema":
+            message = "1 validation error: response_format.type: Input should be 'text' or 'json_object'"
+            return 500, {"error": {"message": message, "type": "internal_server_error"}}, {}
+        if dialect == "json_object":
+            message = "response_format json_object is not supported by this server"
+            return 400, {"error": {"message": message, "type": "invalid_request_error"}}, {}
+        return 200, self._completion(body, "prose", "Sure! Here is what you asked for, in a few words."), {}
 
     def _over_rate_limit(self) -> bool:
         """Whether a chat request now exceeds `requests_per_minute` (a sliding one-second window)."""

@@ -111,7 +111,57 @@ def _user(body: dict) -> str:
 
 
 def _schema(body: dict) -> dict:
-    return ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    """The JSON Schema a request asks its answer to fit, in whichever dialect it was sent: OpenAI's
+    `json_schema`, llama.cpp's `json_object` + `schema`, vLLM's body fields, or written in the
+    prompt (the last line of the user message that is a JSON object)."""
+    response_format = body.get("response_format") or {}
+    found = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+    found = found or (body.get("structured_outputs") or {}).get("json") or body.get("guided_json")
+    if found:
+        return found
+    for line in reversed(_user(body).splitlines()):
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {}
+    return {}
+
+
+def dialect_of(body: dict) -> str | None:
+    """How a request asks for structure: json_schema, json_object, vllm, prompt, or None (free text)."""
+    kind = (body.get("response_format") or {}).get("type")
+    if kind in ("json_schema", "json_object"):
+        return kind
+    if body.get("structured_outputs") or body.get("guided_json"):
+        return "vllm"
+    return "prompt" if _schema(body) else None
+
+
+def instance(schema: Any, root: dict | None = None) -> Any:
+    """A small value that fits `schema`: what a grammar-constrained model gives a question it cannot read."""
+    root = root if root is not None else schema
+    node = _deref(schema, root)
+    if not isinstance(node, dict):
+        return None
+    if "const" in node:
+        return node["const"]
+    if node.get("enum"):
+        return node["enum"][0]
+    options = node.get("anyOf") or node.get("oneOf")
+    if options:
+        return instance(options[0], root)
+    kind = node.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in node:
+        return {key: instance(value, root) for key, value in node.get("properties", {}).items()}
+    if kind == "array":
+        return [instance(node.get("items"), root) for _ in range(node.get("minItems", 0))]
+    if kind in ("integer", "number"):
+        return node.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    return "x" * node.get("minLength", 1) if kind == "string" else None
 
 
 def _deref(node: Any, root: dict) -> Any:
@@ -427,6 +477,8 @@ class ScriptedResponder:
             return self.worse(user)
         if task == "perturb.rewrite":
             return self._structured(self.perturb(user, _schema(body)), task, body)
+        if task == "probe":
+            return json.dumps(instance(_schema(body)))
         if task == "seeds.synthesize":
             node = _property(_schema(body), "instructions", _schema(body)) or {}
             count = min(10, node.get("maxItems", 10))
