@@ -10,7 +10,7 @@ import warnings
 
 from rich.console import Console
 
-from trace_builder.config import PricesConfig
+from trace_builder.config import RunConfig
 from trace_builder.progress import (
     SNAPSHOT,
     PipelineProgress,
@@ -21,7 +21,7 @@ from trace_builder.progress import (
 
 
 class FakeClient:
-    """Usage per stage as LLMClient.usage_for gives it."""
+    """Usage per stage as LLMClient.usage_for gives it (all of a stage's usage from one task, `<stage>.answer`)."""
 
     def __init__(self):
         self.counts = {}
@@ -34,6 +34,14 @@ class FakeClient:
             "completion_tokens": 0,
             **self.counts.get(stage, {}),
         }
+
+    def usage_by_task(self, stage):
+        return {f"{stage}.answer": self.usage_for(stage)}
+
+
+def priced(input_per_million: float, output_per_million: float, **roles) -> RunConfig:
+    prices = {"input_per_million": input_per_million, "output_per_million": output_per_million}
+    return RunConfig.model_validate({"prices": prices, "roles": roles})
 
 
 def screen(terminal: bool = False) -> tuple[Console, io.StringIO]:
@@ -68,8 +76,7 @@ def test_every_bar_shows_its_last_row_even_inside_the_throttle():
 def test_bars_show_cache_hits_tokens_cost_and_eta(tmp_path):
     console, out = screen()
     client = FakeClient()
-    prices = PricesConfig(input_per_million=1.0, output_per_million=4.0)
-    with PipelineProgress(console, client, run_dir=tmp_path, prices=prices) as display:
+    with PipelineProgress(console, client, run_dir=tmp_path, config=priced(1.0, 4.0)) as display:
         bar = display.stage("respond", 4)
         client.counts["respond"] = {
             "requests": 10,
@@ -114,17 +121,17 @@ def test_status_lines_add_the_live_snapshot_to_finished_stages(tmp_path):
         "run": {"eta_s": 130},
     }
     (tmp_path / SNAPSHOT).write_text(json.dumps(snapshot))
-    stages = {
-        "seeds": ("done", {}),
-        "taxonomy": ("done", {}),
-        "expand": ("running", {"prompt_tokens": 1000, "completion_tokens": 100}),  # an earlier session's
-    }
-    prices = PricesConfig(input_per_million=1000.0, output_per_million=1000.0)
-    lines = status_lines(tmp_path, stages, prices)
-    assert lines[0] == "tokens so far: 1,100 prompt + 110 completion, cost $1.21"
+    snapshot["stages"]["expand"]["cost_usd"] = 0.11  # this session's, priced live
+    (tmp_path / SNAPSHOT).write_text(json.dumps(snapshot))
+    earlier = {"expand.rewrite": {"prompt_tokens": 600, "completion_tokens": 60}}  # an earlier session's
+    earlier["expand.structure"] = {"prompt_tokens": 400, "completion_tokens": 40}
+    stages = {"seeds": ("done", {}), "taxonomy": ("done", {}), "expand": ("running", earlier)}
+    # The rewriter (expand.rewrite and .structure) at its own price, twice the generator's.
+    lines = status_lines(tmp_path, stages, priced(1000.0, 1000.0, rewriter={"prices": {"input_per_million": 2000.0}}))
+    assert lines[0] == "tokens so far: 1,100 prompt + 110 completion, cost $2.21"
     assert "expand 3/9 ETA 1m 05s" in lines[1] and "run ETA 2m 10s" in lines[1]
     finished = {name: ("done", usage) for name, (_, usage) in stages.items()}
-    assert len(status_lines(tmp_path, finished, PricesConfig())) == 1  # no live line once done, no cost unpriced
+    assert len(status_lines(tmp_path, finished, RunConfig())) == 1  # no live line once done, no cost unpriced
 
 
 def test_library_log_records_are_held_until_the_display_ends():

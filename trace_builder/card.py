@@ -198,6 +198,16 @@ def body(facts: dict[str, Any]) -> str:
         "checks where a constraint has one, an LLM judge for every constraint), a rejected answer for DPO, an IOPO "
         "perturbation with its answer and four judgements, then deduplication and the train/eval split.",
         "",
+        "Models by role (one model does everything unless `roles:` gives a role its own):",
+        "",
+        *_table(
+            ["role", "model", "requests", "tokens", "cost (USD)"],
+            [
+                [r["role"], f"`{r['model']}`", f"{r['requests']:,}", f"{r['tokens']:,}", r["cost"]]
+                for r in facts["roles"]
+            ],
+        ),
+        "",
         "## Statistics",
         "",
         *_table(["dataset", "split", "rows"], [[name, SPLITS[name], rows.get(name, 0)] for name in SPLITS]),
@@ -390,6 +400,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "dimensions": sft_stats.get("dimensions", {}),
         "iopo_ops": iopo_stats.get("perturb_op", {}),
         "disagreements": (manifests["respond"].get("summary") or {}).get("check/judge disagreements", 0),
+        "roles": _roles(run_dir, config),
         "filter_status": manifests["filter"].get("filter_status") or {},
         "seeds_by_side": manifests["filter"].get("seeds_by_side") or {},
         "decontaminated": {
@@ -399,6 +410,29 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "failures": failures,
         "limitations": limitations(config, list(dict.fromkeys(notes))),
     }
+
+
+def _roles(run_dir: Path, config: RunConfig) -> list[dict[str, Any]]:
+    """Each role's model and what it asked (requests, tokens, cost at its prices)."""
+    from trace_builder.llm.roles import ROLES, cost_of, role_of, usage_by_role
+    from trace_builder.pipeline.runner import run_usage_by_task
+
+    by_task = run_usage_by_task(run_dir)
+    used = usage_by_role(by_task)
+    out = []
+    for role in ROLES:
+        usage = used.get(role, {})
+        cost = cost_of({t: u for t, u in by_task.items() if role_of(t) == role}, config)
+        out.append(
+            {
+                "role": role,
+                "model": config.backend_for(role).model,
+                "requests": usage.get("requests", 0),
+                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                "cost": "-" if cost is None else f"{cost:,.2f}",
+            }
+        )
+    return out
 
 
 def _prompts_digest_then(run: dict[str, Any], config: RunConfig) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from trace_builder.config import BACKEND_KINDS, PROFILES, load_config
+from trace_builder.config import BACKEND_KINDS, PROFILES, load_config, validate_settings
 from trace_builder.errors import ModelLoadError, ServerRefused, UserError, missing_package_fix
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
@@ -35,7 +35,20 @@ def _top_level(
 
 
 def _apply_overrides(
-    config, *, limit, seeds, seed_column, backend, base_url, model, concurrency, train_rows, eval_rows, decontaminate
+    config,
+    *,
+    limit,
+    seeds,
+    seed_column,
+    backend,
+    base_url,
+    model,
+    concurrency,
+    train_rows,
+    eval_rows,
+    decontaminate,
+    judge_model,
+    judge_base_url,
 ):
     if limit is not None:
         config.seeds.limit = limit
@@ -59,6 +72,14 @@ def _apply_overrides(
         config.target.eval_rows = eval_rows
     if decontaminate:
         config.decontamination.files += [str(path) for path in decontaminate]
+    judge = dict(config.roles.get("judge", {}))
+    if judge_model is not None:
+        judge["model"] = judge_model
+    if judge_base_url:
+        judge.update(kind="openai", base_urls=list(judge_base_url))
+    if judge:
+        config.roles = {**config.roles, "judge": judge}
+        config = validate_settings(type(config), config.model_dump(), "--judge-model/--judge-base-url", "flags")
     return config
 
 
@@ -113,6 +134,10 @@ TRAIN_ROWS_OPTION = typer.Option(
     None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
 )
 EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
+JUDGE_MODEL_OPTION = typer.Option(None, "--judge-model", help="the judge's own model (roles.judge.model)")
+JUDGE_BASE_URL_OPTION = typer.Option(
+    None, "--judge-base-url", help="the judge's own OpenAI-compatible server (roles.judge.base_urls; repeatable)"
+)
 STRUCTURED_OUTPUT_OPTION = typer.Option(
     None,
     "--structured-output",
@@ -160,6 +185,8 @@ def run(
     eval_rows: int | None = EVAL_ROWS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
+    judge_model: str | None = JUDGE_MODEL_OPTION,
+    judge_base_url: list[str] | None = JUDGE_BASE_URL_OPTION,
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -191,6 +218,8 @@ def run(
         train_rows=train_rows,
         eval_rows=eval_rows,
         decontaminate=decontaminate,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
     )
     _apply_rate_limits(config, rpm, tpm)
     _apply_structured_output(config, structured_output)
@@ -319,6 +348,8 @@ def plan(
     eval_rows: int | None = EVAL_ROWS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
+    judge_model: str | None = JUDGE_MODEL_OPTION,
+    judge_base_url: list[str] | None = JUDGE_BASE_URL_OPTION,
     pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
     price_in: float | None = PRICE_IN_OPTION,
     price_out: float | None = PRICE_OUT_OPTION,
@@ -344,6 +375,8 @@ def plan(
         train_rows=train_rows,
         eval_rows=eval_rows,
         decontaminate=decontaminate,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
     )
     _apply_structured_output(config, structured_output)
     result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))

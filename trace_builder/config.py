@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trace_builder.errors import UserError
 from trace_builder.resources import configs_dir
@@ -189,6 +189,37 @@ class RunConfig(Strict):
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     card: CardConfig = Field(default_factory=CardConfig)
     prices: PricesConfig = Field(default_factory=PricesConfig)
+    # A role's own server and model (llm/roles.py): any `backend` setting, plus `prices`; what a role
+    # leaves out is the generator's (`backend`, `prices`). No role: one model does everything.
+    roles: dict[Literal["judge", "rewriter", "worse"], dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _roles_are_valid(self) -> RunConfig:
+        for role in self.roles:
+            self.backend_for(role)
+            self.prices_for(role)
+        return self
+
+    def backend_for(self, role: str) -> BackendConfig:
+        """The backend settings of `role`: the generator's, with what `roles.<role>` sets laid over."""
+        spec = {k: v for k, v in self.roles.get(role, {}).items() if k != "prices"}
+        if not spec:
+            return self.backend
+        try:
+            return BackendConfig.model_validate({**self.backend.model_dump(), **spec})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"roles.{role}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+    def prices_for(self, role: str) -> PricesConfig:
+        spec = self.roles.get(role, {}).get("prices")
+        if spec is None:
+            return self.prices
+        try:
+            return PricesConfig.model_validate({**self.prices.model_dump(), **spec})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"roles.{role}.prices.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
     def describe(self) -> str:
         """The key settings in one line, for the first line of a run."""
@@ -204,6 +235,7 @@ class RunConfig(Strict):
             f"profile {self.profile}: {size}, {counts[0]}..{counts[-1]} constraints (mean {mean:.2f}), "
             f"checks {'on' if self.expand.emit_checks else 'off'}, answers up to {self.generation.max_tokens} tokens, "
             f"{self.respond.attempts} answer attempts, backend {self.backend.kind} ({self.backend.model})"
+            + "".join(f", {role} {self.backend_for(role).model}" for role in self.roles)
         )
 
 
@@ -237,6 +269,8 @@ def validate_settings(model: type[M], data: dict[str, Any], path: Path | str, wh
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a check across settings (roles) names the setting in its message
+            raise UserError(f"{what} {path}: {first['msg'].removeprefix('Value error, ')}: fix or remove it") from None
         raise UserError(f"{what} {path}: setting '{where}' is invalid ({first['msg']}): fix or remove it") from None
 
 

@@ -26,8 +26,9 @@ from trace_builder.config import RunConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache
-from trace_builder.llm.client import ROW_PROGRESS, LLMClient
-from trace_builder.llm.factory import make_backend, preflight
+from trace_builder.llm.client import ROW_PROGRESS
+from trace_builder.llm.factory import make_backend
+from trace_builder.llm.roles import ROLES, cost_of, open_role_clients
 from trace_builder.pipeline.admission import QuotaAdmission, measure_yields
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
@@ -168,12 +169,8 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
     run_dir = Path(run_dir)
     folder = plan_dir(run_dir) / "pilot"
     meter = Meter()
-    backend = MeteredBackend(make_backend(config.backend), meter)
-    await preflight(backend)
     cache = MeteredCache(RequestCache(run_dir / "cache.sqlite"), meter)
-    client = LLMClient(
-        backend, cache, concurrency=config.backend.concurrency, answer_attempts=config.generation.answer_attempts
-    )
+    client = await open_role_clients(config, cache, lambda settings: MeteredBackend(make_backend(settings), meter))
     pilot = pilot_config(config)
     ctx = StageContext(config, folder, client)
     started = time.perf_counter()
@@ -193,6 +190,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         await client.aclose()
         cache.close()
     taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
+    by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
     usable_by_count: Counter = Counter()
@@ -208,6 +206,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         "reused": meter.reused,
         "latencies": meter.latencies,
         "wall_seconds": time.perf_counter() - started,
+        "usage_by_task": by_task,
     }
 
 
@@ -320,12 +319,27 @@ def project(
         "seeds": seeds,
         **totals,
         "wall_seconds": wall,
-        "cost_usd": config.prices.cost(totals["prompt_tokens"], totals["completion_tokens"]),
+        "cost_usd": projected_cost(config, measures, stages),
         "concurrency": config.backend.concurrency,
         "relative_sd": relative_sd(config, measures, costs, seeds),
         "rows_by_count": {c: round(n, 1) for c, n in sorted(run_rows.items())},
         "stages": stages,
     }
+
+
+def projected_cost(config: RunConfig, measures: dict[str, Any], stages: dict[str, dict[str, Any]]) -> float | None:
+    """Dollars for the projected tokens at each role's prices: a stage's tokens are split over the
+    tasks (so the roles) in the shares its pilot used (all the generator's when the pilot asked nothing)."""
+    usage: dict[str, dict[str, float]] = {}
+    for stage, projected in stages.items():
+        measured = measures.get("usage_by_task", {}).get(stage) or {}
+        for metric in ("prompt_tokens", "completion_tokens"):
+            total = sum(u.get(metric, 0) for u in measured.values())
+            shares = {tag: u.get(metric, 0) / total for tag, u in measured.items()} if total else {f"{stage}.x": 1.0}
+            for tag, share in shares.items():
+                usage.setdefault(tag, {}).setdefault(metric, 0.0)
+                usage[tag][metric] += projected[metric] * share
+    return cost_of(usage, config)
 
 
 def relative_sd(config: RunConfig, measures: dict[str, Any], costs: dict, seeds: int) -> float | None:
@@ -378,7 +392,7 @@ async def make_plan(
         "latency_s": None if latency is None else round(latency, 4),
         "wall_seconds": round(measures["wall_seconds"], 1),
     }
-    plan["prices_per_million"] = config.prices.model_dump()
+    plan["prices_per_million"] = {role: config.prices_for(role).model_dump() for role in ROLES}
     plan["settings"] = config.describe()
     plan["created"] = time.time()
     write_json_atomic(plan_path(run_dir), plan)

@@ -19,8 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from trace_builder.config import PricesConfig
+from trace_builder.config import RunConfig
 from trace_builder.llm.client import LLMClient
+from trace_builder.llm.roles import cost_of, priced
 from trace_builder.pipeline.failures import row_failure
 from trace_builder.store import read_json, write_json_atomic
 
@@ -71,10 +72,11 @@ class PipelineProgress:
         client: LLMClient | None,
         *,
         run_dir: Path | None = None,
-        prices: PricesConfig | None = None,
+        config: RunConfig | None = None,
     ):
         self.client = client
-        self.prices = prices or PricesConfig()
+        # Dollars for a stage's usage by task, at each role's prices (none when no price is set).
+        self.config = config if config is not None and priced(config) else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._planned = planned_requests(self.run_dir) if self.run_dir is not None else None
         # Narrow enough for 80 columns with a price set (rich drops whole columns that do not fit).
@@ -86,7 +88,7 @@ class PipelineProgress:
             TextColumn("{task.fields[cached]:>5} hit"),
             TextColumn("{task.fields[tokens]:>5} tok"),
         ]
-        if self.prices.cost(0, 0) is not None:
+        if self.config is not None:
             columns.append(TextColumn("{task.fields[cost]:>6}"))
         columns += [
             TextColumn("[red]{task.fields[failed]} fail"),
@@ -213,12 +215,18 @@ class PipelineProgress:
             rate = answered / max(time.monotonic() - self._start, 1e-6)
             if rate > 0:
                 eta = max(eta, (planned - before - answered) / rate)
+        costs = [bar.figures()["cost_usd"] for bar in self._bars]
         return {
             **usage,
-            "cost_usd": self.prices.cost(usage["prompt_tokens"], usage["completion_tokens"]),
+            "cost_usd": round(sum(c for c in costs if c is not None), 4) if self.config is not None else None,
             "failed": sum(bar.failed for bar in self._bars),
             "eta_s": eta,
         }
+
+    def cost(self, stage: str) -> float | None:
+        if self.config is None or self.client is None:
+            return None
+        return cost_of(self.client.usage_by_task(stage), self.config)
 
     def save_snapshot(self) -> None:
         """The live figures for `trace-build status` (another process)."""
@@ -297,7 +305,7 @@ class StageBar:
             "done": self.done,
             "total": self.total,
             "failed": self.failed,
-            "cost_usd": self.display.prices.cost(usage["prompt_tokens"], usage["completion_tokens"]),
+            "cost_usd": self.display.cost(self.stage),
             "eta_s": remaining_seconds(self.done, self.done_at_start, self.total, time.monotonic() - self._start),
         }
 
@@ -305,18 +313,22 @@ class StageBar:
 # -- for `trace-build status` --------------------------------------------------------------------
 
 
-def status_lines(run_dir: Path, stages: dict[str, tuple[str, dict[str, int]]], prices: PricesConfig) -> list[str]:
-    """`stages`: name -> (status, usage from its manifest). Tokens and cost so far (a running
+def status_lines(
+    run_dir: Path, stages: dict[str, tuple[str, dict[str, dict[str, int]]]], config: RunConfig
+) -> list[str]:
+    """`stages`: name -> (status, usage by task from its manifest). Tokens and cost so far (a running
     stage's manifest holds earlier sessions only: the live snapshot adds this one) and, while a
     run is live, each running stage's ETA and the run's."""
     snapshot = read_json(Path(run_dir) / SNAPSHOT) or {}
     live = {name: s for name, s in (snapshot.get("stages") or {}).items() if stages.get(name, ("done",))[0] != "done"}
     prompt = completion = 0
-    for name, (_, usage) in stages.items():
-        for source in (usage, live.get(name) or {}):
+    costs = []
+    for name, (_, by_task) in stages.items():
+        for source in (*by_task.values(), live.get(name) or {}):
             prompt += source.get("prompt_tokens", 0)
             completion += source.get("completion_tokens", 0)
-    cost = prices.cost(prompt, completion)
+        costs += [cost_of(by_task, config), (live.get(name) or {}).get("cost_usd")]
+    cost = round(sum(c for c in costs if c is not None), 4) if priced(config) else None
     line = f"tokens so far: {prompt:,} prompt + {completion:,} completion"
     lines = [line + (f", cost {money(cost)}" if cost is not None else "")]
     if live:
@@ -334,10 +346,9 @@ def run_status_lines(run_dir: Path) -> list[str]:
     from trace_builder.pipeline.registry import STAGE_NAMES
     from trace_builder.store import StageStore
 
-    config = (read_json(Path(run_dir) / "run.json") or {}).get("config") or {}
-    prices = PricesConfig.model_validate(config.get("prices") or {})
+    config = RunConfig.model_validate((read_json(Path(run_dir) / "run.json") or {}).get("config") or {})
     stages = {}
     for name in STAGE_NAMES:
         store = StageStore(run_dir, name)
-        stages[name] = (store.status, store.manifest.get("usage") or {})
-    return status_lines(run_dir, stages, prices)
+        stages[name] = (store.status, store.manifest.get("usage_by_task") or {})
+    return status_lines(run_dir, stages, config)

@@ -288,7 +288,9 @@ class QuotaAdmission(RowSource):
         else:
             note = f"quotas met: {state['seeds']} seeds admitted in {len(self.store.manifest.get('rounds', []))} rounds (budget {budget})"
         self.store.manifest["notes"] = [note]
-        self.store.finish("done", self.ctx.client.usage_for("seeds") if self.ctx.client else {}, 0.0)
+        client = self.ctx.client
+        usage, by_task = (client.usage_for("seeds"), client.usage_by_task("seeds")) if client else ({}, {})
+        self.store.finish("done", usage, 0.0, usage_by_task=by_task)
         return [note]
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from trace_builder.config import RunConfig
 from trace_builder.llm.client import LLMClient
+from trace_builder.llm.roles import RoleClients
 
 
 @dataclass
 class StageContext:
     config: RunConfig
     run_dir: Path
-    client: LLMClient | None  # None for stages that ask no LLM
+    client: RoleClients | LLMClient | None  # each request to its role's client; None for stages that ask no LLM
 
     def rng(self, *keys: object) -> random.Random:
         """Randomness that depends only on the run seed and the row: reruns and resumes agree."""

@@ -16,7 +16,17 @@ from trace_builder.config import RunConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient
-from trace_builder.llm.factory import make_backend, preflight
+from trace_builder.llm.factory import make_backend
+from trace_builder.llm.roles import (
+    GENERATOR,
+    ROLES,
+    RoleClients,
+    cost_of,
+    open_role_clients,
+    role_of,
+    total_concurrency,
+    usage_by_role,
+)
 from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import ChainStage, RowChain
@@ -85,8 +95,8 @@ def _reopen_retryable(run_dir: Path, stages: list[Stage], config: RunConfig, con
         )
 
 
-# What the model's server told this run (llm/dialects.py), set once its client opens: kept across rewrites.
-_FROM_SERVER = ("structured_output", "probe")
+# What the servers told this run (llm/dialects.py), set once the clients open: kept across rewrites.
+_FROM_SERVER = ("structured_output", "probe", "servers")
 
 
 def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, str]) -> None:
@@ -225,22 +235,31 @@ def _write_card(run_dir: Path, console: Console) -> None:
         console.print(f"[yellow]dataset card not written[/yellow] ({exc}): run `trace-build card --out {run_dir}`")
 
 
-async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> LLMClient:
-    backend = make_backend(config.backend)
-    if config.backend.kind == "local":
+async def _open_client(config: RunConfig, run_dir: Path, console: Console, make=make_backend) -> RoleClients:
+    """The client of every role (one per distinct backend: checked, and probed for its dialect), with
+    the cache; what each server speaks is printed and kept in run.json."""
+    if any(config.backend_for(role).kind == "local" for role in ROLES):
         console.print("[dim]loading the model (the first time, the embedded one is converted: about 20 s)[/dim]")
-    await preflight(backend)
-    if (dialect := getattr(backend, "structured_dialect", None)) is not None:
-        chosen = await dialect()  # auto: the probe, once, before any row is asked
-        console.print(f"structured output: {chosen}" + (f" ({backend.probe_note})" if backend.probe_note else ""))
-        run = read_json(run_dir / "run.json") or {}
-        write_json_atomic(run_dir / "run.json", {**run, **dict(zip(_FROM_SERVER, (chosen, backend.probe_note)))})
-    return LLMClient(
-        backend,
-        RequestCache(run_dir / "cache.sqlite"),
-        concurrency=config.backend.concurrency,
-        answer_attempts=config.generation.answer_attempts,
-    )
+    servers: dict[str, dict] = {}
+
+    def opened(role: str, backend) -> None:
+        dialect = getattr(backend, "dialect", None)
+        servers[role] = {
+            "model": backend.model,
+            "structured_output": dialect,
+            "probe": getattr(backend, "probe_note", ""),
+        }
+        if dialect is not None:
+            who = "" if role == GENERATOR else f" ({role}: {backend.model})"
+            note = servers[role]["probe"]
+            console.print(f"structured output{who}: {dialect}" + (f" ({note})" if note else ""), highlight=False)
+
+    clients = await open_role_clients(config, RequestCache(run_dir / "cache.sqlite"), make, opened)
+    run = read_json(run_dir / "run.json") or {}
+    generator = servers.get(GENERATOR, {})
+    recorded = dict(zip(_FROM_SERVER, (generator.get("structured_output"), generator.get("probe"), servers)))
+    write_json_atomic(run_dir / "run.json", {**run, **recorded})
+    return clients
 
 
 async def _run_whole(ctx: StageContext, stage: Stage, store: StageStore, fingerprint: str) -> None:
@@ -275,9 +294,9 @@ async def _run_chain(
         stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
     # Rows, not requests, are admitted: a row holds one request at a time, so twice the
     # concurrency in rows keeps every request slot busy while rows change sub-step.
-    in_flight = 2 * ctx.config.backend.concurrency if ctx.client else 1024
+    in_flight = 2 * total_concurrency(ctx.config) if ctx.client else 1024
 
-    with PipelineProgress(console, ctx.client, run_dir=ctx.run_dir, prices=ctx.config.prices) as progress:
+    with PipelineProgress(console, ctx.client, run_dir=ctx.run_dir, config=ctx.config) as progress:
         bars = {s.name: progress.stage(s.name, source.total_rows, stores[s.name].rows_written()) for s in row_stages}
         source.on_growth = lambda rows: [bar.grow(rows) for bar in bars.values()]
         chain = [
@@ -406,10 +425,37 @@ def run_state_lines(run_dir: Path) -> list[str]:
     return lines
 
 
+def run_usage_by_task(run_dir: Path) -> dict[str, dict[str, int]]:
+    """What every task of the run asked so far (manifests: finished sessions), summed over stages."""
+    total: dict[str, dict[str, int]] = {}
+    for name in STAGE_NAMES:
+        for tag, usage in (StageStore(run_dir, name).manifest.get("usage_by_task") or {}).items():
+            into = total.setdefault(tag, {})
+            for key, value in usage.items():
+                into[key] = into.get(key, 0) + value
+    return total
+
+
+def role_lines(run_dir: Path) -> list[str]:
+    """Requests, tokens and cost per role (and the model behind it), for `status`."""
+    run = read_json(run_dir / "run.json") or {}
+    config = RunConfig.model_validate(run.get("config") or {})
+    by_task = run_usage_by_task(run_dir)
+    parts = []
+    for role, usage in sorted(usage_by_role(by_task).items(), key=lambda item: ROLES.index(item[0])):
+        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        cost = cost_of({t: u for t, u in by_task.items() if role_of(t) == role}, config)
+        money = f", ${cost:,.2f}" if cost is not None else ""
+        parts.append(
+            f"{role} ({config.backend_for(role).model}) {usage.get('requests', 0):,} requests, {tokens:,} tokens{money}"
+        )
+    return [f"by role: {'; '.join(parts)}"] if parts else []
+
+
 def run_details(run_dir: Path) -> list[str]:
     """What `status` prints under its table: a run in progress, retryable rows, quota fill, per-stage
     figures, tokens per task."""
-    lines = [*run_state_lines(run_dir)]
+    lines = [*run_state_lines(run_dir), *role_lines(run_dir)]
     seeds = StageStore(run_dir, "seeds").manifest
     for side, by_count in (seeds.get("quota") or {}).items():
         fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in by_count.items())

@@ -53,5 +53,14 @@ class Stage:
 
 
 def model_settings(config: RunConfig) -> dict[str, Any]:
-    """What every LLM stage's answers depend on: which model, and how it samples."""
-    return {"backend": config.backend.kind, "model": config.backend.model, "generation": config.generation.model_dump()}
+    """What every LLM stage's answers depend on: which models (the generator's, and each role's own), and how they sample."""
+    settings = {
+        "backend": config.backend.kind,
+        "model": config.backend.model,
+        "generation": config.generation.model_dump(),
+    }
+    if config.roles:
+        settings["roles"] = {
+            role: [config.backend_for(role).kind, config.backend_for(role).model] for role in config.roles
+        }
+    return settings
