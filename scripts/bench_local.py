@@ -1,4 +1,9 @@
-"""Benchmark the embedded local backend: generated tokens/s at several batch sizes, with and without a JSON grammar."""
+"""Benchmark the embedded local backend's engines side by side: generated tokens/s at several batch
+sizes, with and without a JSON grammar, on torch (the default without extras) and on llama.cpp
+(when llama-cpp-python is installed: `pip install 'trace-build[llamacpp]'`).
+
+    python scripts/bench_local.py [--engines torch,llamacpp] [--batches 1,4,8]
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ import asyncio
 import os
 import time
 
+from trace_builder.config import BackendConfig
+from trace_builder.llm import llamacpp_engine
 from trace_builder.llm.base import ChatRequest
-from trace_builder.llm.local import LocalBackend
-from trace_builder.llm.model_files import EMBEDDED_MODEL, ensure_embedded_model
+from trace_builder.llm.factory import make_backend
+from trace_builder.llm.model_files import EMBEDDED_MODEL
 
 PROMPTS = (
     "Write a short story about a lighthouse keeper.",
@@ -44,39 +51,35 @@ def requests_for(batch: int, grammar: bool, max_tokens: int) -> list[ChatRequest
     ]
 
 
-async def measure(backend: LocalBackend, batch: int, grammar: bool, max_tokens: int) -> tuple[int, float]:
+async def measure(backend, batch: int, grammar: bool, max_tokens: int) -> tuple[int, float]:
     started = time.perf_counter()
     results = await asyncio.gather(*(backend.complete(r) for r in requests_for(batch, grammar, max_tokens)))
     return sum(r.completion_tokens for r in results), time.perf_counter() - started
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=EMBEDDED_MODEL)
-    parser.add_argument("--batches", default="1,4,8")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
-
-    if args.model == EMBEDDED_MODEL:
-        started = time.perf_counter()
-        ensure_embedded_model()
-        print(f"ensure_embedded_model: {time.perf_counter() - started:.1f} s")
-    backend = LocalBackend(model=args.model, batch_size=max(batches), num_threads=args.threads)
+async def bench(engine: str, batches: list[int], max_tokens: int) -> None:
+    backend = make_backend(BackendConfig(kind="local", model=EMBEDDED_MODEL, engine=engine, batch_size=max(batches)))
     started = time.perf_counter()
     await backend.start()
-    print(
-        f"load: {time.perf_counter() - started:.1f} s  (torch threads: {backend.num_threads}, cpus: {os.cpu_count()})"
-    )
+    print(f"[{engine}] load: {time.perf_counter() - started:.1f} s (cpus: {os.cpu_count()})")
     await measure(backend, 1, True, 4)  # warm-up, compiles the grammar
-
-    print(f"{'batch':>5} {'grammar':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
+    print(f"{'engine':>8} {'batch':>5} {'grammar':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
     for grammar in (False, True):
         for batch in batches:
-            tokens, seconds = await measure(backend, batch, grammar, args.max_tokens)
-            print(f"{batch:>5} {str(grammar):>7} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f}")
+            tokens, seconds = await measure(backend, batch, grammar, max_tokens)
+            print(f"{engine:>8} {batch:>5} {str(grammar):>7} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f}")
     await backend.aclose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default = "torch,llamacpp" if llamacpp_engine.available() else "torch"
+    parser.add_argument("--engines", default=default)
+    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    for engine in args.engines.split(","):
+        await bench(engine, [int(b) for b in args.batches.split(",")], args.max_tokens)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class BackendConfig(Strict):
     # How structured answers are asked for (openai backend; llm/dialects.py): auto probes the server once.
     structured_output: Literal["auto", "json_schema", "json_object", "vllm", "prompt"] = "auto"
     batch_size: int = Field(8, ge=1, le=256)  # local backend
+    # local backend: llama.cpp when llama-cpp-python is installed (the `llamacpp` extra), else torch
+    engine: Literal["auto", "torch", "llamacpp"] = "auto"
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
 
 

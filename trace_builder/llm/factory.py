@@ -23,9 +23,7 @@ def make_backend(config: BackendConfig) -> Backend:
             structured_output=config.structured_output,
         )
     if config.kind == "local":
-        from trace_builder.llm.local import LocalBackend
-
-        return LocalBackend(model=config.model, batch_size=config.batch_size)
+        return _local_backend(config)
     if config.kind == "vllm":
         from trace_builder.llm.vllm_backend import VLLMBackend
 
@@ -39,3 +37,28 @@ async def preflight(backend: Backend) -> None:
         call = getattr(backend, step, None)
         if call is not None:
             await call()
+
+
+def _local_backend(config: BackendConfig) -> Backend:
+    """The embedded model (or a local model) on llama.cpp when it is installed and can read the model
+    (the embedded GGUF, or a .gguf file), else on torch."""
+    from trace_builder.llm import llamacpp_engine
+    from trace_builder.llm.model_files import EMBEDDED_MODEL
+
+    reads_gguf = config.model == EMBEDDED_MODEL or config.model.endswith(".gguf")
+    engine = config.engine
+    if engine == "auto":
+        engine = "llamacpp" if reads_gguf and llamacpp_engine.available() else "torch"
+    if engine == "llamacpp":
+        if not llamacpp_engine.available():
+            raise UserError(
+                "backend.engine is llamacpp but llama-cpp-python is not installed: pip install 'trace-build[llamacpp]'"
+            )
+        if not reads_gguf:
+            raise UserError(
+                f"the llamacpp engine reads GGUF files, not {config.model!r}: pass a .gguf or set backend.engine: torch"
+            )
+        return llamacpp_engine.LlamaCppBackend(config.model)
+    from trace_builder.llm.local import LocalBackend
+
+    return LocalBackend(model=config.model, batch_size=config.batch_size)

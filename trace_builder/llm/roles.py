@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from trace_builder.config import BackendConfig, PricesConfig, RunConfig
+from trace_builder.config import BackendConfig, RunConfig
 from trace_builder.llm.base import Backend
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient, TagUsage
@@ -58,11 +58,6 @@ def cost_of(usage_by_task: Mapping[str, Mapping[str, int]], config: RunConfig) -
 
 def priced(config: RunConfig) -> bool:
     return any(config.prices_for(role).cost(0, 0) is not None for role in ROLES)
-
-
-def distinct_backends(config: RunConfig) -> dict[str, BackendConfig]:
-    """Each role's backend settings, and which role's client it shares (the first role with the same settings)."""
-    return {role: config.backend_for(role) for role in ROLES}
 
 
 class RoleClients:
@@ -143,7 +138,3 @@ def total_concurrency(config: RunConfig) -> int:
     """Requests in flight over every distinct backend of the roles."""
     seen = {config.backend_for(role).model_dump_json(): config.backend_for(role).concurrency for role in ROLES}
     return sum(seen.values())
-
-
-def role_prices(config: RunConfig) -> dict[str, PricesConfig]:
-    return {role: config.prices_for(role) for role in ROLES}

@@ -20,12 +20,15 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
+_ENUM_UP_TO = 64  # a bounded integer with fewer values than this is also given as an enum
+
+
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema made acceptable to strict structured-output servers.
 
     OpenAI's strict mode (and grammar compilers) want every object closed and every
-    property required; pydantic leaves both open by default. Returns a fresh copy the
-    caller may change.
+    property required; pydantic leaves both open by default. A small bounded integer is
+    also an enum of its values. Returns a fresh copy the caller may change.
     """
     return copy.deepcopy(_strict_schema(model))
 
@@ -40,6 +43,10 @@ def _strict_schema(model: type[BaseModel]) -> dict[str, Any]:
             if node.get("type") == "object" and "properties" in node:
                 node["additionalProperties"] = False
                 node["required"] = list(node["properties"])
+            low, high = node.get("minimum"), node.get("maximum")
+            if node.get("type") == "integer" and low is not None and high is not None and high - low < _ENUM_UP_TO:
+                # Grammar engines that ignore number bounds (llama.cpp) do enforce an enum.
+                node["enum"] = list(range(int(low), int(high) + 1))
             node.pop("default", None)
             for value in node.values():
                 close(value)

@@ -36,6 +36,8 @@ TRANSIENT_REASONS = frozenset(
     }
 )
 _SERVER_ERROR = re.compile(r"http_5\d\d")
+# Of those, the ones where an answer came back and failed validation: the server did answer.
+ANSWER_REASONS = frozenset({"empty_answer", "invalid_json", "schema_mismatch", "judge_count_mismatch"})
 
 
 @dataclass(frozen=True)

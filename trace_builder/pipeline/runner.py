@@ -39,7 +39,7 @@ from trace_builder.pipeline.registry import (
     stage_schema,
     stages_from,
 )
-from trace_builder.pipeline.retry import is_transient, reopen_retryable, retryable_by_shard
+from trace_builder.pipeline.retry import ANSWER_REASONS, is_transient, reopen_retryable, retryable_by_shard
 from trace_builder.pipeline.stage import Stage
 from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
@@ -353,12 +353,12 @@ def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
 
 
 def failed_on_requests(summary: RunSummary) -> bool:
-    """No final row, and every row that failed did so on a request (the server), not on its content:
-    a run that built nothing because it could not ask anything must not look like a success."""
+    """No final row, and every row that failed did so on a request the server did not answer (not on an
+    answer or on content): a run that built nothing because it could not ask anything is no success."""
     if sum(summary.final_rows.values()) or not summary.failure_reasons:
         return False
     reasons = [key.split(": ", 1)[-1] for key in summary.failure_reasons]
-    return all(is_transient(r) or r.startswith("http_") for r in reasons)
+    return all((is_transient(r) and r not in ANSWER_REASONS) or r.startswith("http_") for r in reasons)
 
 
 def describe_summary(summary: RunSummary, console: Console) -> None:
