@@ -15,7 +15,11 @@ from trace_builder.testing.scripted import lenient_respond
 def test_checker_overrules_a_wrong_llm_score(tmp_path):
     weights = "{weights: {inclusion: 30, exclusion: 0, numerical: 0}, count_histogram: [0, 1]}"
     with ScriptedServer(lenient_respond) as server:
-        config = load_config(write_config(tmp_path / "c.yaml", server.base_url, limit=12, taxonomy=weights))
+        # Every judgement audited: the LLM is asked even where a check already failed the answer.
+        audit = "{audit_share: 1.0}"
+        config = load_config(
+            write_config(tmp_path / "c.yaml", server.base_url, limit=12, taxonomy=weights, judge=audit)
+        )
         asyncio.run(run_pipeline(config, tmp_path / "run", ["seeds", "taxonomy", "expand", "respond"]))
     rows = read_parquet_dir(tmp_path / "run" / "respond")
     rows = rows[rows["status"] == "ok"]
@@ -38,3 +42,22 @@ def test_checker_overrules_a_wrong_llm_score(tmp_path):
         else:
             assert row["dpo_status"] == "failed" and row["dpo_reason"] == "rejected_passed_judge"
     assert overruled >= 3
+
+
+def test_a_failed_check_spares_the_llm_judge_but_for_the_audit_sample(tmp_path):
+    weights = "{weights: {inclusion: 30, exclusion: 0, numerical: 0}, count_histogram: [0, 1]}"
+    asked = {}
+    for audit in (0.0, 1.0):
+        with ScriptedServer(lenient_respond) as server:
+            cfg = write_config(tmp_path / f"c{audit}.yaml", server.base_url, limit=12, taxonomy=weights)
+            config = load_config(cfg)
+            config.judge.audit_share = audit
+            asyncio.run(run_pipeline(config, tmp_path / f"run{audit}", ["seeds", "taxonomy", "expand", "respond"]))
+            asked[audit] = server.stats_snapshot()["by_task"].get("respond.judge_rejected", 0)
+        rows = read_parquet_dir(tmp_path / f"run{audit}" / "respond")
+        rows = rows[(rows["status"] == "ok") & rows["checks"].map(lambda c: c[0] is not None)]
+        assert len(rows) >= 3 and (rows["dpo_status"] == "ok").all()  # the check alone fails the worse answer
+        if audit == 0.0:
+            skipped = [v for verdicts in rows["rejected_judgement"] for v in verdicts if v["decided_by"] == "skipped"]
+            assert skipped and all(v["score"] is None for v in skipped)
+    assert asked[0.0] < asked[1.0]

@@ -164,12 +164,14 @@ def test_final_rows_carry_their_scores(tmp_path, scripted_server):
     assert len(iopo) > 0
     for _, row in iopo.iterrows():
         assert set(row["scores_x1_y1"]) == set(row["scores_x2_y2"]) == {10}
-        assert min(row["scores_x2_y1"]) < 10 and len(row["scores_x2_y1"]) == len(row["constraints_2"])
+        # a constraint left unjudged (a check had already failed y1) is null
+        judged = [score for score in row["scores_x2_y1"] if not pd.isna(score)]
+        assert min(judged) < 10 and len(row["scores_x2_y1"]) == len(row["constraints_2"])
         assert len(row["scores_x1_y2"]) == len(row["constraints"]) and len(row["decided_by_2"]) == len(
             row["constraints_2"]
         )
     dpo = read_parquet_dir(final / "dpo")
-    assert all(min(s) < 10 for s in dpo["scores_rejected"])
+    assert all(min(x for x in s if not pd.isna(x)) < 10 for s in dpo["scores_rejected"])
 
 
 def test_profiles_follow_the_backend_unless_chosen(tmp_path):
@@ -305,3 +307,34 @@ def test_a_round_cut_short_while_its_shards_were_written_is_planned_again(tmp_pa
     seeds.forget_shards({2, 3, 4})
     again = asyncio.run(first_round(StageStore(tmp_path, "seeds")))
     assert again == whole
+
+
+def test_a_short_run_keeps_tracess_shape_and_a_larger_budget_tops_it_up(tmp_path):
+    from tests.test_cli import cli
+    from trace_builder.fidelity import fidelity_report
+    from trace_builder.store import StageStore
+
+    with ScriptedServer(ScriptedResponder(mark_rate=0.85)) as server:
+        cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=200, generation=SAMPLED)
+        args = ["run", "--config", cfg, "--out", str(tmp_path / "run"), "--train-rows", "120", "--eval-rows", "20"]
+        short = cli(*args, "--max-seeds", "100")
+        assert short.returncode == 0, short.stderr
+        assert "more seeds would meet it: rerun with --max-seeds" in short.stderr
+        filtered = read_parquet_dir(tmp_path / "run" / "filter")
+        report = fidelity_report(tmp_path / "run")
+        sft_short = len(read_parquet_dir(tmp_path / "run" / "final" / "sft"))
+        rounds_short = len(StageStore(tmp_path / "run", "seeds").manifest["rounds"])
+        requests_short = server.stats_snapshot()["requests"]
+        seeds_before = read_parquet_dir(tmp_path / "run" / "seeds")
+
+        topped = cli(*args, "--max-seeds", "600")  # the same command, a larger budget: never refused
+        assert topped.returncode == 0, topped.stderr
+    assert 0 < sft_short < 120
+    assert report["sft"]["tv_to_trace"] <= 0.05  # trimmed to TRACE's shape, not to what happened to pass
+    assert (filtered["filter_status"] == "set_aside").any()  # what the trimming left out is kept, and named
+    assert len(read_parquet_dir(tmp_path / "run" / "final" / "sft")) == 120
+    assert len(read_parquet_dir(tmp_path / "run" / "final" / "eval")) == 20
+    assert len(StageStore(tmp_path / "run", "seeds").manifest["rounds"]) > rounds_short
+    seeds_after = read_parquet_dir(tmp_path / "run" / "seeds")
+    pd.testing.assert_frame_equal(seeds_after.iloc[: len(seeds_before)], seeds_before)  # nothing redone
+    assert requests_short > 0

@@ -198,6 +198,8 @@ def body(facts: dict[str, Any]) -> str:
         "checks where a constraint has one, an LLM judge for every constraint), a rejected answer for DPO, an IOPO "
         "perturbation with its answer and four judgements, then deduplication and the train/eval split.",
         "",
+        facts["per_train_row"] or "",
+        "",
         "Models by role (one model does everything unless `roles:` gives a role its own):",
         "",
         *_table(
@@ -401,6 +403,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "iopo_ops": iopo_stats.get("perturb_op", {}),
         "disagreements": (manifests["respond"].get("summary") or {}).get("check/judge disagreements", 0),
         "roles": _roles(run_dir, config),
+        "per_train_row": _per_train_row(run_dir),
         "filter_status": manifests["filter"].get("filter_status") or {},
         "seeds_by_side": manifests["filter"].get("seeds_by_side") or {},
         "decontaminated": {
@@ -410,6 +413,13 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "failures": failures,
         "limitations": limitations(config, list(dict.fromkeys(notes))),
     }
+
+
+def _per_train_row(run_dir: Path) -> str | None:
+    from trace_builder.pipeline.runner import per_train_row
+
+    line = per_train_row(run_dir)
+    return None if line is None else f"Spent {line.removeprefix('per kept train row: ')} per kept train row."
 
 
 def _roles(run_dir: Path, config: RunConfig) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ def _apply_overrides(
     concurrency,
     train_rows,
     eval_rows,
+    max_seeds,
     decontaminate,
     judge_model,
     judge_base_url,
@@ -70,6 +71,8 @@ def _apply_overrides(
         config.target.train_rows = train_rows
     if eval_rows is not None:
         config.target.eval_rows = eval_rows
+    if max_seeds is not None:
+        config.target.max_seeds = max_seeds
     if decontaminate:
         config.decontamination.files += [str(path) for path in decontaminate]
     judge = dict(config.roles.get("judge", {}))
@@ -134,6 +137,12 @@ TRAIN_ROWS_OPTION = typer.Option(
     None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
 )
 EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
+MAX_SEEDS_OPTION = typer.Option(
+    None,
+    "--max-seeds",
+    min=1,
+    help="a target run's budget of admitted seeds (default 4 x rows); raise it to top a run up",
+)
 JUDGE_MODEL_OPTION = typer.Option(None, "--judge-model", help="the judge's own model (roles.judge.model)")
 JUDGE_BASE_URL_OPTION = typer.Option(
     None, "--judge-base-url", help="the judge's own OpenAI-compatible server (roles.judge.base_urls; repeatable)"
@@ -183,6 +192,7 @@ def run(
     concurrency: int | None = CONCURRENCY_OPTION,
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
+    max_seeds: int | None = MAX_SEEDS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
     judge_model: str | None = JUDGE_MODEL_OPTION,
@@ -217,6 +227,7 @@ def run(
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
+        max_seeds=max_seeds,
         decontaminate=decontaminate,
         judge_model=judge_model,
         judge_base_url=judge_base_url,
@@ -346,6 +357,7 @@ def plan(
     concurrency: int | None = CONCURRENCY_OPTION,
     train_rows: int | None = TRAIN_ROWS_OPTION,
     eval_rows: int | None = EVAL_ROWS_OPTION,
+    max_seeds: int | None = MAX_SEEDS_OPTION,
     decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
     structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
     judge_model: str | None = JUDGE_MODEL_OPTION,
@@ -374,6 +386,7 @@ def plan(
         concurrency=concurrency,
         train_rows=train_rows,
         eval_rows=eval_rows,
+        max_seeds=max_seeds,
         decontaminate=decontaminate,
         judge_model=judge_model,
         judge_base_url=judge_base_url,

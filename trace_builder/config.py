@@ -93,6 +93,15 @@ class TaxonomyConfig(Strict):
         return value
 
 
+class JudgeConfig(Strict):
+    """How the pipeline's hybrid judge spends LLM requests (eval's judge always scores everything)."""
+
+    # The pipeline needs only pass or fail: once a check fails a response, the LLM is not asked about
+    # the other constraints (they stay unjudged), but for an audit sample that keeps disputes measured.
+    skip_after_failed_check: bool = True
+    audit_share: float = Field(0.05, ge=0, le=1)
+
+
 class ExpandConfig(Strict):
     repair: bool = True  # let the quality check repair instead of only rejecting
     emit_checks: bool = True  # ask for deterministic check specs beside each constraint
@@ -129,6 +138,9 @@ class TargetConfig(Strict):
     max_seeds: int | None = Field(None, ge=1)  # budget; default 4 x (train_rows + eval_rows)
     when_seeds_run_out: Literal["reuse", "synthesize", "stop"] = "reuse"
     margin: float = Field(0.03, ge=0, le=1)  # admitted above the quota, for what the filter drops
+    # When quotas are not all met: keep TRACE's shape (each split trimmed to the largest size its rows can
+    # fill in TRACE's proportions; the rest set aside, named in the filter's output) or keep every row.
+    on_shortfall: Literal["keep_shape", "keep_rows"] = "keep_shape"
 
     @property
     def enabled(self) -> bool:
@@ -184,6 +196,7 @@ class RunConfig(Strict):
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
     expand: ExpandConfig = Field(default_factory=ExpandConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     respond: RespondConfig = Field(default_factory=RespondConfig)
     perturb: PerturbConfig = Field(default_factory=PerturbConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)

@@ -39,10 +39,13 @@ VERDICT_TYPE = pa.struct(
 JUDGEMENT_TYPE = pa.list_(VERDICT_TYPE)
 
 
+SKIPPED = "skipped"  # decided_by of a constraint left unjudged: a check had already failed the answer
+
+
 @dataclass
 class ConstraintVerdict:
-    score: int
-    decided_by: str  # 'code' | 'llm'
+    score: int | None  # None: not judged (SKIPPED)
+    decided_by: str  # 'code' | 'llm' | SKIPPED
     detail: str
     llm_score: int | None = None
 
@@ -132,14 +135,22 @@ async def judge_response(
     tag: str = "judge",
     temperature: float = 0.0,
     tokens_per_constraint: int = 96,
+    verdict_only: bool = False,
 ) -> Judgement:
     """Score every constraint of an instruction against a response.
 
     The LLM scores every constraint; where a valid check exists its verdict is final and the
     LLM's score is kept beside it, so disagreements can be counted and audited. Raises
     LLMError when the LLM cannot give one valid score per constraint.
+
+    `verdict_only`: the caller needs only whether the response passes (the pipeline's rejection
+    sampling and IOPO rule do), so when a check has already failed it, the LLM is not asked: the
+    other constraints are left unjudged (score None, decided_by SKIPPED).
     """
     code = run_checks(response, checks, len(constraints), mode)
+    if verdict_only and any(v is not None and v.score != FULL_MARKS for v in code):
+        unjudged = ConstraintVerdict(None, SKIPPED, "not judged: a check had already failed the response")
+        return Judgement([v if v is not None else unjudged for v in code])
     messages = render_messages(
         "judge", language, description=description, constraints=constraints, input_text=input_text, response=response
     )

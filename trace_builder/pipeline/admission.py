@@ -44,12 +44,18 @@ def largest_remainder(total: int, weights: Sequence[float]) -> dict[int, int]:
     return {count: q for count, q in enumerate(quota, start=1) if q > 0}
 
 
-def count_quotas(config) -> tuple[dict[int, int], dict[int, int]]:
-    """Rows wanted per constraint count, for train and for eval (TRACE's histograms by default)."""
+def side_targets(config) -> dict[str, tuple[int, list[float]]]:
+    """Rows wanted per side, and the constraint-count histogram they follow (TRACE's by default)."""
     target, tax = config.target, config.taxonomy
-    return largest_remainder(target.train_rows or 0, tax.count_histogram), largest_remainder(
-        target.eval_rows, tax.eval_count_histogram
-    )
+    return {
+        "train": (target.train_rows or 0, tax.count_histogram),
+        "eval": (target.eval_rows, tax.eval_count_histogram),
+    }
+
+
+def count_quotas(config) -> tuple[dict[int, int], dict[int, int]]:
+    """Rows wanted per constraint count, for train and for eval."""
+    return tuple(largest_remainder(rows, histogram) for rows, histogram in side_targets(config).values())
 
 
 SIDES = ("train", "eval")
@@ -258,6 +264,20 @@ class QuotaAdmission(RowSource):
         sides = self._sides(state)
         return sum(1 for s in self.pool if sides[s.id] == side and (s.id, 0) not in used)
 
+    def seeds_to_meet(self, state: dict) -> int:
+        """Seeds still to admit for every quota to be met, at the yields measured per count so far."""
+        admitted = max(state["seeds"], 1)
+        overall = max(sum(state["usable"].values()) / admitted, 0.05)
+        return sum(
+            math.ceil(n / _smoothed(sum(state["usable"][s, c] for s in SIDES), state["admitted"][c], overall))
+            for (_, c), n in self._short(state).items()
+        )
+
+    def wants_more(self) -> bool:
+        """Quotas unmet and budget left: a finished run given a larger target or budget goes on admitting."""
+        state = self.measure()
+        return bool(self._short(state)) and state["seeds"] < self.ctx.config.target.seed_budget
+
     def _short(self, state: dict) -> dict[tuple[str, int], int]:
         """Usable rows still missing per (side, count)."""
         return {
@@ -281,10 +301,13 @@ class QuotaAdmission(RowSource):
         budget = self.ctx.config.target.seed_budget
         if short:
             why = "the seed budget is spent" if state["seeds"] >= budget else "the seeds ran out"
-            note = f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): " + ", ".join(
-                f"{side} {c} constraints {self.need[side, c] - n}/{self.need[side, c]} short"
-                for (side, c), n in sorted(short.items())
+            more = self.seeds_to_meet(state)
+            note = (
+                f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): "
+                + ", ".join(f"{side} {c} constraints {n}/{self.need[side, c]} short" for (side, c), n in short.items())
+                + f"; about {more} more seeds would meet it: rerun with --max-seeds {state['seeds'] + more}"
             )
+            self.store.manifest["seeds_to_meet_target"] = more
         else:
             note = f"quotas met: {state['seeds']} seeds admitted in {len(self.store.manifest.get('rounds', []))} rounds (budget {budget})"
         self.store.manifest["notes"] = [note]

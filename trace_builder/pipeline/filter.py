@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trace_builder.config import FilterConfig, RunConfig
-from trace_builder.pipeline.admission import SIDES, count_quotas, largest_remainder
+from trace_builder.pipeline.admission import largest_remainder, side_targets
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
 from trace_builder.pipeline.decontaminate import settings as decontamination_settings
@@ -22,7 +22,8 @@ from trace_builder.store import FINAL, StageStore, save_manifest, shard_entry, s
 
 
 def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig, checker: Decontaminator | None = None) -> pd.DataFrame:
-    """Add `filter_status` (kept | failed | contaminated | too_long | exact_duplicate | near_duplicate),
+    """Add `filter_status` (kept | failed | contaminated | too_long | exact_duplicate | near_duplicate; the
+    filter later names kept rows that no split took `set_aside`),
     and `contaminated_by`: the known eval set a row's description or input overlaps (`checker`)."""
     rows = rows.copy()
     status = pd.Series("kept", index=rows.index, dtype="object")
@@ -85,28 +86,49 @@ def split_by_count(counts: pd.Series, eval_size: int, seed: int) -> set:
     return split_by_seed(counts, pd.Series(counts.index, index=counts.index), eval_size, seed)
 
 
+def shaped_quota(rows: int, histogram: list[float], available: Counter) -> dict[int, int]:
+    """The largest split of at most `rows` rows in the histogram's proportions that `available` rows
+    per constraint count can fill: a short split keeps TRACE's shape instead of its size."""
+    for total in range(rows, -1, -1):
+        quota = largest_remainder(total, histogram)
+        if all(available[c] >= n for c, n in quota.items()):
+            return quota
+    return {}
+
+
 def quota_split(
-    kept: pd.DataFrame, quotas: dict[str, dict[int, int]], seed: int
+    kept: pd.DataFrame, targets: dict[str, tuple[int, list[float]]], seed: int, keep_shape: bool = True
 ) -> tuple[dict[str, set], dict[str, dict[int, int]]]:
     """A target-size run's split: per side (the one each seed was admitted to) and constraint count,
-    exactly its quota of rows. Returns the labels per side and the shortfall per side and count."""
+    exactly its quota of rows; a side that falls short is trimmed to TRACE's shape (`keep_shape`) or
+    keeps every row it has. Returns the labels per side and the shortfall per side and count."""
     rng = random.Random(seed)
     chosen: dict[str, set] = {}
     short: dict[str, dict[int, int]] = {}
-    for side, quota in quotas.items():
+    for side, (rows, histogram) in targets.items():
         mine = kept[kept["split"] == side]["constraint_count"].astype(int)
+        quota = largest_remainder(rows, histogram)
+        available = Counter(mine)
+        short_here = {c: n - available[c] for c, n in quota.items() if available[c] < n}
+        if short_here:
+            short[side] = short_here
+            if keep_shape:
+                quota = shaped_quota(rows, histogram, available)
         chosen[side] = set()
         for count in sorted(quota):
             labels = sorted(mine.index[mine == count], key=str)
             rng.shuffle(labels)
             chosen[side].update(labels[: quota[count]])
-            if quota[count] > len(labels):
-                short.setdefault(side, {})[count] = quota[count] - len(labels)
     return chosen, short
 
 
 def _scores(judgements: pd.Series) -> pd.Series:
-    return judgements.map(lambda verdicts: None if verdicts is None else [int(v["score"]) for v in verdicts])
+    # A score is None where the constraint was not judged (a check had already failed the response).
+    return judgements.map(
+        lambda verdicts: (
+            None if verdicts is None else [None if v["score"] is None else int(v["score"]) for v in verdicts]
+        )
+    )
 
 
 def _deciders(judgements: pd.Series) -> pd.Series:
@@ -114,12 +136,14 @@ def _deciders(judgements: pd.Series) -> pd.Series:
 
 
 def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict[int, int]]]:
-    """The final datasets, and the shortfall per side and constraint count of a target-size run."""
+    """The final datasets, the kept rows no split took (`set_aside`: a target met, a short split trimmed
+    to TRACE's shape, train_size), and the shortfall per side and constraint count of a target-size run."""
     cfg, seed = config.filter, config.seed
     kept = rows[rows["filter_status"] == "kept"]
     short: dict[str, dict[int, int]] = {}
     if config.target.enabled:
-        chosen, short = quota_split(kept, dict(zip(SIDES, count_quotas(config))), seed)
+        keep_shape = config.target.on_shortfall == "keep_shape"
+        chosen, short = quota_split(kept, side_targets(config), seed, keep_shape)
         is_eval = kept.index.isin(list(chosen["eval"]))
         train = kept[kept.index.isin(list(chosen["train"]))]
     else:
@@ -134,7 +158,7 @@ def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Da
         "iopo": train[train["iopo_status"] == "ok"] if "iopo_status" in train else train.iloc[:0],
         "eval": kept[is_eval],
     }
-    tables = {}
+    tables = {"set_aside": kept.loc[~kept.index.isin(train.index) & ~is_eval]}
     for name, frame in selections.items():
         frame = frame.assign(scores=_scores(frame["judgement"]), decided_by=_deciders(frame["judgement"]))
         if name == "dpo":
@@ -171,9 +195,10 @@ def write_final(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int
 async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) -> dict:
     rows = source.read()
     marked = mark_filtered(rows, ctx.config.filter, decontaminator(ctx.config))
+    tables, short = final_tables(marked, ctx.config)
+    marked.loc[tables.pop("set_aside").index, "filter_status"] = "set_aside"
     target.manifest["total_shards"] = 1
     target.write_shard(0, pa.Table.from_pandas(marked, preserve_index=False))
-    tables, short = final_tables(marked, ctx.config)
     counts = write_final(ctx.run_dir, tables)
     sides = seeds_by_side(tables)
     notes = []
@@ -213,4 +238,5 @@ STAGE = Stage(
     },
     whole=run_filter,
     description="drop failures, duplicates, over-long items; split; write final/",
+    rebuilt_on_change=True,
 )

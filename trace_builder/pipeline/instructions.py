@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from functools import lru_cache
 from typing import Any, Literal
@@ -120,8 +121,17 @@ async def answer_instruction(
     return await client.chat(messages, tag=tag, temperature=temperature, max_tokens=max_tokens, seed=seed)
 
 
+def audited(config, *keys: object) -> bool:
+    """Whether this judgement is in the audit sample: the LLM judges it although a check already
+    failed the response, so check/judge disagreements stay measured (`judge.audit_share`)."""
+    digest = hashlib.sha256("\x1f".join(str(k) for k in (config.seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < config.judge.audit_share
+
+
 async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str, tag: str, config) -> Judgement:
-    """Judge `response` against the row's constraints (suffix '' for x1, '_2' for x2)."""
+    """Judge `response` against the row's constraints (suffix '' for x1, '_2' for x2). The pipeline needs
+    only pass or fail: a response a check already failed is not sent to the LLM judge, but for an audit sample."""
+    verdict_only = config.judge.skip_after_failed_check and not audited(config, row["id"], tag, suffix, response)
     return await judge_response(
         client,
         language=row["language"],
@@ -133,11 +143,14 @@ async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str,
         tag=tag,
         temperature=config.generation.judge_temperature,
         tokens_per_constraint=config.generation.judge_tokens_per_constraint,
+        verdict_only=verdict_only,
     )
 
 
 def failed_constraints(judgement: Judgement) -> str:
     """'2 (llm: 6), 4 (code: 0)' for a reason detail."""
     return ", ".join(
-        f"{i} ({v.decided_by}: {v.score})" for i, v in enumerate(judgement.verdicts, start=1) if v.score != FULL_MARKS
+        f"{i} ({v.decided_by}: {v.score})"
+        for i, v in enumerate(judgement.verdicts, start=1)
+        if v.score is not None and v.score != FULL_MARKS
     )

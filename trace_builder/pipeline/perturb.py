@@ -182,7 +182,12 @@ def summarize(frame) -> dict:
 STAGE = Stage(
     name="perturb",
     reads="respond",
-    settings=lambda config: {"perturb": config.perturb.model_dump(), "seed": config.seed, **model_settings(config)},
+    settings=lambda config: {
+        "perturb": config.perturb.model_dump(),
+        "judge": config.judge.model_dump(),
+        "seed": config.seed,
+        **model_settings(config),
+    },
     fields=tuple(FIELDS),
     row=perturb_row,
     uses_llm=lambda config: True,

@@ -114,7 +114,11 @@ def summarize(frame) -> dict:
 STAGE = Stage(
     name="respond",
     reads="expand",
-    settings=lambda config: {"respond": config.respond.model_dump(), **model_settings(config)},
+    settings=lambda config: {
+        "respond": config.respond.model_dump(),
+        "judge": config.judge.model_dump(),
+        **model_settings(config),
+    },
     fields=tuple(FIELDS),
     row=respond_row,
     uses_llm=lambda config: True,

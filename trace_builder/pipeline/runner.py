@@ -69,7 +69,9 @@ def check_fingerprints(run_dir: Path, stages: list[Stage], fingerprints: dict[st
         return
     for stage in stages:
         store = StageStore(run_dir, stage.name)
-        if store.fingerprint and store.fingerprint != fingerprints[stage.name]:
+        if store.fingerprint and store.fingerprint != fingerprints[stage.name] and stage.rebuilt_on_change:
+            store.clear()  # asks nothing and nothing reads it: rebuilt with the new settings
+        elif store.fingerprint and store.fingerprint != fingerprints[stage.name]:
             raise UserError(
                 f"{run_dir}/{stage.name} was built with a different config (or prompts); rerun with --fresh to "
                 f"rebuild from '{stage.name}' (the LLM cache is kept), or choose another --out"
@@ -147,6 +149,14 @@ def _admits(stage: Stage, config: RunConfig) -> bool:
     return stage.name == "seeds" and config.target.enabled
 
 
+def _tops_up(config: RunConfig, run_dir: Path, group: list[Stage], stores: dict[str, StageStore]) -> bool:
+    """A finished target run asked for more (a larger target or budget): admission goes on."""
+    if not _admits(group[0], config):
+        return False
+    admission = QuotaAdmission(StageContext(config, run_dir, None), stores["seeds"], stores[group[-1].name])
+    return admission.wants_more()
+
+
 async def run_pipeline(config: RunConfig, run_dir: Path, stage_names: list[str], **options) -> RunSummary:
     """Run `stage_names` over `run_dir` (options: see `_run_locked`), holding the run directory's
     lock throughout: a second run on the same folder fails at once, naming this one."""
@@ -197,7 +207,12 @@ async def _run_locked(
     try:
         for group in groups_of(stages, config):
             stores = {stage.name: StageStore(run_dir, stage.name) for stage in group}
-            if all(store.verified_status() == "done" for store in stores.values()):
+            if summary.ran and all(stage.rebuilt_on_change for stage in group):
+                for store in stores.values():  # its input changed in this run
+                    store.forget_shards({int(k) for k in store.manifest["shards"]})
+            if all(store.verified_status() == "done" for store in stores.values()) and not _tops_up(
+                config, run_dir, group, stores
+            ):
                 for stage in group:
                     summary.skipped.append(stage.name)
                     console.print(
@@ -349,6 +364,8 @@ def _summarize(run_dir: Path, summary: RunSummary) -> RunSummary:
     kept = (StageStore(run_dir, "perturb").manifest.get("summary") or {}).get("IOPO groups kept per attempt")
     if kept:
         summary.notes.append(f"IOPO groups kept per attempt: {kept}")
+    if (line := per_train_row(run_dir)) is not None:
+        summary.notes.append(line)
     return summary
 
 
@@ -436,6 +453,20 @@ def run_usage_by_task(run_dir: Path) -> dict[str, dict[str, int]]:
     return total
 
 
+def per_train_row(run_dir: Path) -> str | None:
+    """Requests, tokens and cost per kept train row (sft), over everything the run asked."""
+    rows = (StageStore(run_dir, "filter").manifest.get("final_rows") or {}).get("sft")
+    if not rows:
+        return None
+    by_task = run_usage_by_task(run_dir)
+    requests = sum(u.get("requests", 0) for u in by_task.values())
+    tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in by_task.values())
+    config = RunConfig.model_validate((read_json(run_dir / "run.json") or {}).get("config") or {})
+    cost = cost_of(by_task, config)
+    money = f", ${cost / rows:,.4f}" if cost is not None else ""
+    return f"per kept train row: {requests / rows:,.1f} requests, {tokens / rows:,.0f} tokens{money} ({rows} rows)"
+
+
 def role_lines(run_dir: Path) -> list[str]:
     """Requests, tokens and cost per role (and the model behind it), for `status`."""
     run = read_json(run_dir / "run.json") or {}
@@ -456,6 +487,8 @@ def run_details(run_dir: Path) -> list[str]:
     """What `status` prints under its table: a run in progress, retryable rows, quota fill, per-stage
     figures, tokens per task."""
     lines = [*run_state_lines(run_dir), *role_lines(run_dir)]
+    if (line := per_train_row(run_dir)) is not None:
+        lines.append(line)
     seeds = StageStore(run_dir, "seeds").manifest
     for side, by_count in (seeds.get("quota") or {}).items():
         fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in by_count.items())

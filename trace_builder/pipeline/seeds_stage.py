@@ -179,7 +179,8 @@ def _settings(config) -> dict:
         seeds["source"] = file_digest(seeds["source"])  # the file's name and content: a copied run resumes
     return {
         "seeds": seeds,
-        "target": config.target.model_dump(exclude={"max_seeds"}),  # the budget: a larger one tops a run up
+        # Not the sizes nor the budget: a larger target or budget tops a finished run up with more rounds.
+        "target": {"rounds": config.target.enabled, "when_seeds_run_out": config.target.when_seeds_run_out},
         "seed": config.seed,
         "decontamination": decontamination_settings(config),
         **(model_settings(config) if synthesizes else {}),

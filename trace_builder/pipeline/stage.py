@@ -42,6 +42,9 @@ class Stage:
     summary: Callable[[pd.DataFrame], dict[str, Any]] | None = None
     summary_columns: tuple[str, ...] = ()  # the columns `summary` reads
     description: str = ""
+    # Output that no stage reads and that is a pure function of the input and settings (the filter):
+    # a change of its settings rebuilds it instead of being refused, and so does a change of its input.
+    rebuilt_on_change: bool = False
 
     def __post_init__(self) -> None:
         if (self.row is None) == (self.whole is None):
