@@ -118,6 +118,7 @@ def test_plan_command_prints_json(tmp_path, scripted_server):
     plan = json.loads(result.stdout[result.stdout.index("{") :])
     for key in ("seeds", "requests", "prompt_tokens", "completion_tokens", "wall_seconds", "cost_usd", "stages"):
         assert key in plan
+    assert set(plan["projected"]) == {"sft", "dpo", "iopo", "eval"} and plan["projected"]["sft"] > 0
     assert plan["seeds"] == 8 and plan["cost_usd"] > 0
     assert set(plan["stages"]) >= {"expand", "respond", "perturb"}
     assert (out / "plan" / "plan.json").is_file()

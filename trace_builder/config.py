@@ -141,6 +141,9 @@ class TargetConfig(Strict):
     # When quotas are not all met: keep TRACE's shape (each split trimmed to the largest size its rows can
     # fill in TRACE's proportions; the rest set aside, named in the filter's output) or keep every row.
     on_shortfall: Literal["keep_shape", "keep_rows"] = "keep_shape"
+    # keep_shape: the total-variation distance to the histogram a short split may keep (0: exactly
+    # TRACE's proportions, which a count with no row at all would empty the split for).
+    shape_tolerance: float = Field(0.02, ge=0, le=1)
 
     @property
     def enabled(self) -> bool:

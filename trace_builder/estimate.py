@@ -29,7 +29,7 @@ from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import ROW_PROGRESS
 from trace_builder.llm.factory import make_backend
 from trace_builder.llm.roles import ROLES, cost_of, open_role_clients
-from trace_builder.pipeline.admission import QuotaAdmission, measure_yields
+from trace_builder.pipeline.admission import QuotaAdmission, measure_yields, rows_needed
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
 from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
@@ -191,6 +191,9 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         cache.close()
     taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
     by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
+    done = StageStore(folder, "perturb").read(["status", "dpo_status", "iopo_status"])
+    ok = done[done["status"] == "ok"]
+    side_shares = {side: float((ok[f"{side}_status"] == "ok").mean()) if len(ok) else 0.0 for side in ("dpo", "iopo")}
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
     usable_by_count: Counter = Counter()
@@ -207,6 +210,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         "latencies": meter.latencies,
         "wall_seconds": time.perf_counter() - started,
         "usage_by_task": by_task,
+        "side_shares": side_shares,
     }
 
 
@@ -266,17 +270,39 @@ def run_rows_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, 
             ).count
             rows[c] = rows.get(c, 0) + 1
         return rows
-    from trace_builder.pipeline.admission import count_quotas
-
-    train, eval_ = count_quotas(config)
-    margin = 1 + config.target.margin
-    need = {c: math.ceil((train.get(c, 0) + eval_.get(c, 0)) * margin) for c in sorted(set(train) | set(eval_))}
-    yields = yield_by_count(measures, list(need))
-    rows = {c: n / yields[c] for c, n in need.items() if n}
+    rows = seeds_needed_by_count(config, measures)
     total, budget = sum(rows.values()), config.target.seed_budget
     if total > budget:
         rows = {c: n * budget / total for c, n in rows.items()}
     return rows
+
+
+def seeds_needed_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, float]:
+    """Seeds a target-size run admits per constraint count to meet every quota, budget aside."""
+    need: dict[int, int] = {}
+    for (_, count), n in rows_needed(config).items():
+        need[count] = need.get(count, 0) + n
+    yields = yield_by_count(measures, list(need))
+    return {c: n / yields[c] for c, n in need.items() if n}
+
+
+def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[int, float]) -> dict[str, int]:
+    """The final rows per dataset the run will build: a target met (or, over budget, scaled down to what
+    the budget buys, keeping TRACE's shape), or a plain run's usable rows split as the filter splits them;
+    dpo and iopo as the pilot's shares of usable rows that also made them."""
+    if config.target.enabled:
+        needed = sum(seeds_needed_by_count(config, measures).values())
+        scale = min(1.0, config.target.seed_budget / needed) if needed else 1.0
+        sft, evals = round((config.target.train_rows or 0) * scale), round(config.target.eval_rows * scale)
+    else:
+        yields = yield_by_count(measures, list(run_rows))
+        kept = sum(n * yields[c] for c, n in run_rows.items())
+        evals = round(min(config.filter.eval_size, config.filter.eval_max_share * kept))
+        sft = round(kept - evals)
+        if config.filter.train_size is not None:
+            sft = min(sft, config.filter.train_size)
+    shares = measures["side_shares"]
+    return {"sft": sft, "dpo": round(sft * shares["dpo"]), "iopo": round(sft * shares["iopo"]), "eval": evals}
 
 
 def project(
@@ -380,7 +406,12 @@ async def make_plan(
     run_dir = Path(run_dir)
     measures = await run_pilot(config, run_dir, pilot, console)
     latency = _latency(measures, run_dir)
-    plan = project(config, measures, run_rows_by_count(config, measures), latency)
+    run_rows = run_rows_by_count(config, measures)
+    plan = project(config, measures, run_rows, latency)
+    plan["projected"] = projected_rows(config, measures, run_rows)
+    if config.target.enabled:
+        plan["seeds_needed"] = math.ceil(sum(seeds_needed_by_count(config, measures).values()))
+        plan["seed_budget"] = config.target.seed_budget
     done = {m: sum(c[m] for c in measures["costs"].values()) for m in METRICS}
     usable = sum(measures["usable_by_count"].values())
     plan["pilot"] = {
@@ -410,9 +441,17 @@ def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
     pilot = plan["pilot"]
     wall = "unknown (no answer was timed)" if plan["wall_seconds"] is None else format_duration(plan["wall_seconds"])
     cost = "no prices given (--price-in/--price-out)" if plan["cost_usd"] is None else f"${plan['cost_usd']:,.2f}"
-    return [
+    projected = ", ".join(f"{name} {n:,}" for name, n in plan["projected"].items())
+    lines = [
         f"pilot: {pilot['seeds']} seeds, {pilot['requests']} requests, {pilot['yield']:.0%} usable rows per seed, "
         f"{pilot['latency_s'] or '?'} s per answer ({pilot['answers_from_earlier_sessions']} answers already cached)",
         f"run: {plan['seeds']:,} seeds, wall {wall} at concurrency {plan['concurrency']}, cost {cost}"
         + ("" if plan["relative_sd"] is None else f"; requests and cost ±{plan['relative_sd']:.0%} (one sd)"),
+        f"builds: {projected}",
     ]
+    if plan.get("seeds_needed", 0) > plan.get("seed_budget", math.inf):
+        lines.append(
+            f"warning: the target needs about {plan['seeds_needed']:,} seeds and the budget is {plan['seed_budget']:,}: "
+            f"pass --max-seeds {plan['seeds_needed']:,} to meet it (the numbers above are what the budget buys)"
+        )
+    return lines

@@ -53,6 +53,17 @@ def side_targets(config) -> dict[str, tuple[int, list[float]]]:
     }
 
 
+def rows_needed(config) -> dict[tuple[str, int], int]:
+    """Rows to admit for per (side, count): the quota, above it by the margin the filter may drop
+    (rounded: a ceiling would double the many quotas of 1 that a small eval split has)."""
+    margin = 1 + config.target.margin
+    return {
+        (side, c): max(n, round(n * margin))
+        for side, (rows, histogram) in side_targets(config).items()
+        for c, n in largest_remainder(rows, histogram).items()
+    }
+
+
 def count_quotas(config) -> tuple[dict[int, int], dict[int, int]]:
     """Rows wanted per constraint count, for train and for eval."""
     return tuple(largest_remainder(rows, histogram) for rows, histogram in side_targets(config).values())
@@ -112,11 +123,7 @@ class QuotaAdmission(RowSource):
     def __init__(self, ctx: StageContext, seeds: StageStore, last: StageStore):
         super().__init__(seeds)
         self.ctx, self.last = ctx, last
-        quotas = dict(zip(SIDES, count_quotas(ctx.config)))
-        margin = 1 + ctx.config.target.margin
-        # Rows wanted per (side, count), above the quota by the margin the filter may drop (rounded: a
-        # ceiling would double the many quotas of 1 that a small eval split has).
-        self.need = {(side, c): max(n, round(n * margin)) for side, quota in quotas.items() for c, n in quota.items()}
+        self.need = rows_needed(ctx.config)
         target = ctx.config.target
         self.eval_share = target.eval_rows / ((target.train_rows or 0) + target.eval_rows)
         self.pool: list[Seed] = []

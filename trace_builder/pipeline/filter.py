@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trace_builder.config import FilterConfig, RunConfig
+from trace_builder.fidelity import tv_distance
 from trace_builder.pipeline.admission import largest_remainder, side_targets
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
@@ -86,22 +87,31 @@ def split_by_count(counts: pd.Series, eval_size: int, seed: int) -> set:
     return split_by_seed(counts, pd.Series(counts.index, index=counts.index), eval_size, seed)
 
 
-def shaped_quota(rows: int, histogram: list[float], available: Counter) -> dict[int, int]:
-    """The largest split of at most `rows` rows in the histogram's proportions that `available` rows
-    per constraint count can fill: a short split keeps TRACE's shape instead of its size."""
-    for total in range(rows, -1, -1):
-        quota = largest_remainder(total, histogram)
-        if all(available[c] >= n for c, n in quota.items()):
-            return quota
-    return {}
+def shaped_quota(rows: int, histogram: list[float], available: Counter, tolerance: float) -> dict[int, int]:
+    """The largest split of at most `rows` rows whose constraint-count histogram stays within
+    `tolerance` (total variation) of `histogram`, from the `available` rows per count: a short split
+    keeps TRACE's shape instead of its size, trimming the counts that filled up. Where no size gets
+    that close (a count with no row at all), the bound is the closest any size gets, plus a quarter
+    of the tolerance: a shape barely better is not worth many rows."""
+    sizes = []
+    for total in range(rows, 0, -1):
+        take = {c: min(n, available[c]) for c, n in largest_remainder(total, histogram).items()}
+        distance = tv_distance(take, histogram)
+        if distance is not None:
+            sizes.append((distance, take))
+    if not sizes:
+        return {}
+    bound = max(tolerance, min(distance for distance, _ in sizes) + tolerance / 4)
+    return next(take for distance, take in sizes if distance <= bound)
 
 
 def quota_split(
-    kept: pd.DataFrame, targets: dict[str, tuple[int, list[float]]], seed: int, keep_shape: bool = True
+    kept: pd.DataFrame, targets: dict[str, tuple[int, list[float]]], seed: int, tolerance: float | None = 0.02
 ) -> tuple[dict[str, set], dict[str, dict[int, int]]]:
     """A target-size run's split: per side (the one each seed was admitted to) and constraint count,
-    exactly its quota of rows; a side that falls short is trimmed to TRACE's shape (`keep_shape`) or
-    keeps every row it has. Returns the labels per side and the shortfall per side and count."""
+    exactly its quota of rows; a side that falls short is trimmed to TRACE's shape within `tolerance`
+    (`shaped_quota`), or (None) keeps every row it has. Returns the labels per side and the shortfall
+    per side and count."""
     rng = random.Random(seed)
     chosen: dict[str, set] = {}
     short: dict[str, dict[int, int]] = {}
@@ -112,8 +122,8 @@ def quota_split(
         short_here = {c: n - available[c] for c, n in quota.items() if available[c] < n}
         if short_here:
             short[side] = short_here
-            if keep_shape:
-                quota = shaped_quota(rows, histogram, available)
+            if tolerance is not None:
+                quota = shaped_quota(rows, histogram, available, tolerance)
         chosen[side] = set()
         for count in sorted(quota):
             labels = sorted(mine.index[mine == count], key=str)
@@ -142,8 +152,8 @@ def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Da
     kept = rows[rows["filter_status"] == "kept"]
     short: dict[str, dict[int, int]] = {}
     if config.target.enabled:
-        keep_shape = config.target.on_shortfall == "keep_shape"
-        chosen, short = quota_split(kept, side_targets(config), seed, keep_shape)
+        tolerance = config.target.shape_tolerance if config.target.on_shortfall == "keep_shape" else None
+        chosen, short = quota_split(kept, side_targets(config), seed, tolerance)
         is_eval = kept.index.isin(list(chosen["eval"]))
         train = kept[kept.index.isin(list(chosen["train"]))]
     else:
