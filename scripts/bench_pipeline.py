@@ -3,6 +3,7 @@
     python scripts/bench_pipeline.py --seeds 1000 --latency 0.5 --concurrency 64   # 11,298 requests
     python scripts/bench_pipeline.py --seeds 10000 --latency 0 --skip-bare
     python scripts/bench_pipeline.py --seeds 50000 --latency 0 --skip-bare --stages seeds,taxonomy,expand
+    python scripts/bench_pipeline.py --seeds 1000 --latency 0.5 --sampled     # the trace profile's sampling
 
 One devserver (`python -m trace_builder.testing.devserver`) runs in its own process, so it
 does not share the GIL with what is measured. Against it, in this order:
@@ -168,7 +169,8 @@ async def run_bare(base_url: str, requests: int, concurrency: int, model: str) -
 def pipeline_config(args: argparse.Namespace, base_url: str, seeds: Path):
     config = scripted_trace_config(base_url, args.concurrency)
     config.shard_size = args.shard_size
-    config.generation.temperature = 0.0  # greedy: every rejection-sampling loop asks once
+    # greedy: every rejection-sampling loop asks once; --sampled: the trace profile's 0.7, up to 3 answers
+    config.generation.temperature = 0.7 if args.sampled else 0.0
     config.seeds.source = str(seeds)
     config.seeds.languages = ["en"]
     config.filter.eval_size = 10
@@ -195,6 +197,13 @@ def main() -> None:
         "--stages", default=DEFAULT_STAGES, help=f"comma-separated, in order (of {','.join(STAGE_NAMES)})"
     )
     parser.add_argument("--skip-bare", action="store_true", help="run the pipeline only")
+    parser.add_argument(
+        "--sampled",
+        action="store_true",
+        help="the profile users run: temperature 0.7 with rejection sampling, answers meeting each constraint "
+        "with probability --mark-rate (retries, worse answers and perturbations vary per row)",
+    )
+    parser.add_argument("--mark-rate", type=float, default=0.85, help="with --sampled")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it (default: a temporary one)")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -202,7 +211,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown stage(s) {unknown}: use {','.join(STAGE_NAMES)}")
 
-    with devserver_process(latency=args.latency) as base_url, tempfile.TemporaryDirectory() as tmp:
+    server = devserver_process(latency=args.latency, **({"mark_rate": args.mark_rate} if args.sampled else {}))
+    with server as base_url, tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         seeds = work / "seeds.jsonl"

@@ -433,6 +433,20 @@ class StageStore:
         # pyarrow gives plain Python lists for list columns (pandas would give numpy arrays).
         return pq.read_table(path).to_pylist()
 
+    def read_shard_table(self, index: int, columns: list[str] | None = None) -> pa.Table:
+        """One shard as an Arrow table (a 0-row shard has no file: an empty table)."""
+        path = self.dir / shard_name(index)
+        if (self.manifest["shards"].get(str(index)) or {}).get("rows") == 0 and not path.exists():
+            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
+        return pq.read_table(path, columns=columns)
+
+    def read_shard_columns(self, index: int, columns: list[str]) -> dict[str, list]:
+        """Some columns of one shard (only those are read), as plain Python lists; absent ones all None."""
+        path = self.dir / shard_name(index)
+        present = set(pq.read_schema(path).names) if path.exists() else set()
+        table = self.read_shard_table(index, [c for c in columns if c in present])
+        return {c: table[c].to_pylist() if c in present else [None] * table.num_rows for c in columns}
+
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The done shards (verified once per store), in order; a damaged one is left to be redone."""
         parts = [self.dir / shard_name(i) for i in sorted(self.done_shards())]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trace_builder.config import FilterConfig, RunConfig
 from trace_builder.fidelity import tv_distance
@@ -15,44 +18,87 @@ from trace_builder.pipeline.admission import largest_remainder, side_targets
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
 from trace_builder.pipeline.decontaminate import settings as decontamination_settings
-from trace_builder.pipeline.dedup import near_duplicates
+from trace_builder.pipeline.dedup import NearDuplicates
 from trace_builder.pipeline.stage import Stage
 from trace_builder.records import FINAL_SCHEMAS
 from trace_builder.seeds import normalise
-from trace_builder.store import FINAL, StageStore, save_manifest, shard_entry, shard_name, write_table_atomic
+from trace_builder.store import FINAL, StageStore, save_manifest, shard_entry, shard_name
+
+# What the filter decides on and the splits need, besides the texts it screens: read for every row;
+# the rest of a row is read again, one shard at a time, only to write it into its final dataset.
+DECISION_COLUMNS = ("id", "seed_id", "split", "language", "constraint_count", "status", "dpo_status", "iopo_status")
+_SCREENED = ("prompt", "description", "input", "response")
+
+
+class Screen:
+    """The filter's row-by-row verdicts, in row order: failed, contaminated (overlaps a known eval set),
+    too_long, exact_duplicate, near_duplicate, else kept. Keeps per row seen only what the duplicate
+    checks need (a prompt's hash; an original's MinHash bands and hashed shingles)."""
+
+    def __init__(self, cfg: FilterConfig, checker: Decontaminator | None = None):
+        self.cfg, self.checker = cfg, checker
+        self._prompts: set[bytes] = set()
+        self._near = NearDuplicates(cfg.near_duplicate_threshold)
+
+    def verdicts(self, rows: dict[str, list]) -> tuple[list[str], list[str | None]]:
+        """`filter_status` and `contaminated_by` of each row of `rows` (columns as lists)."""
+        cfg = self.cfg
+        status, found = [], []
+        for i, ok in enumerate(rows["status"]):
+            contaminated = None
+            if ok != "ok":
+                verdict = "failed"
+            elif self.checker is not None and (
+                contaminated := self.checker.first_match([rows["description"][i], rows["input"][i]])
+            ):
+                verdict = "contaminated"
+            elif len(rows["prompt"][i] or "") > cfg.max_prompt_chars or (
+                len(rows["response"][i] or "") > cfg.max_response_chars
+            ):
+                verdict = "too_long"
+            else:
+                key = hashlib.blake2b(normalise(rows["prompt"][i]).encode("utf-8"), digest_size=16).digest()
+                verdict = "exact_duplicate" if key in self._prompts else "kept"
+                self._prompts.add(key)
+            status.append(verdict)
+            found.append(contaminated)
+        live = [i for i, verdict in enumerate(status) if verdict == "kept"]
+        for i, original in zip(live, self._near.check_all([rows["prompt"][i] for i in live])):
+            if original is not None:
+                status[i] = "near_duplicate"
+        return status, found
 
 
 def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig, checker: Decontaminator | None = None) -> pd.DataFrame:
-    """Add `filter_status` (kept | failed | contaminated | too_long | exact_duplicate | near_duplicate; the
-    filter later names kept rows that no split took `set_aside`),
-    and `contaminated_by`: the known eval set a row's description or input overlaps (`checker`)."""
-    rows = rows.copy()
-    status = pd.Series("kept", index=rows.index, dtype="object")
-    status[rows["status"] != "ok"] = "failed"
-    found = pd.Series(None, index=rows.index, dtype="object")
-    if checker is not None:
-        live = rows.index[status == "kept"]
-        found[live] = [
-            checker.first_match(texts) for texts in zip(rows.loc[live, "description"], rows.loc[live, "input"])
-        ]
-        status[found.notna()] = "contaminated"
-    rows["contaminated_by"] = found
-    too_long = (rows["prompt"].fillna("").str.len() > cfg.max_prompt_chars) | (
-        rows["response"].fillna("").str.len() > cfg.max_response_chars
+    """`rows` with `filter_status` and `contaminated_by` (`Screen`'s verdicts)."""
+    status, found = Screen(cfg, checker).verdicts({c: rows[c].tolist() for c in ("status", *_SCREENED)})
+    return rows.assign(filter_status=status, contaminated_by=found)
+
+
+def screen_stage(source: StageStore, config: RunConfig) -> pd.DataFrame:
+    """One row per input row: its decision columns, verdict and place (`shard`, `row`), read shard by
+    shard with only the columns screening needs (a run's texts are never all in memory at once)."""
+    screen = Screen(config.filter, decontaminator(config))
+    frames = []
+    for index in sorted(source.done_shards()):
+        rows = source.read_shard_columns(index, [*DECISION_COLUMNS, *_SCREENED])
+        status, found = screen.verdicts(rows)
+        decided = {c: rows[c] for c in DECISION_COLUMNS}
+        size = len(status)
+        frames.append(
+            pd.DataFrame(
+                {
+                    **decided,
+                    "filter_status": status,
+                    "contaminated_by": found,
+                    "shard": [index] * size,
+                    "row": range(size),
+                }
+            )
+        )
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*DECISION_COLUMNS, "filter_status"])
     )
-    status[(status == "kept") & too_long] = "too_long"
-
-    live = rows.index[status == "kept"]
-    keys = rows.loc[live, "prompt"].map(normalise)
-    exact = keys.duplicated(keep="first")
-    status[exact[exact].index] = "exact_duplicate"
-
-    live = rows.index[status == "kept"]
-    texts = rows.loc[live, "prompt"].tolist()
-    for i in near_duplicates(texts, cfg.near_duplicate_threshold):
-        status[live[i]] = "near_duplicate"
-    rows["filter_status"] = status
-    return rows
 
 
 def stratified_quotas(counts: pd.Series, size: int) -> dict[int, int]:
@@ -145,72 +191,102 @@ def _deciders(judgements: pd.Series) -> pd.Series:
     return judgements.map(lambda verdicts: None if verdicts is None else [v["decided_by"] for v in verdicts])
 
 
-def final_tables(rows: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict[int, int]]]:
-    """The final datasets, the kept rows no split took (`set_aside`: a target met, a short split trimmed
-    to TRACE's shape, train_size), and the shortfall per side and constraint count of a target-size run."""
+def final_selections(decided: pd.DataFrame, config: RunConfig) -> tuple[dict[str, pd.Index], dict[str, dict[int, int]]]:
+    """Which screened rows each final dataset takes, and `set_aside`: the kept rows no split took (a
+    target met, a short split trimmed to TRACE's shape, train_size); with the shortfall per side and
+    constraint count of a target-size run."""
     cfg, seed = config.filter, config.seed
-    kept = rows[rows["filter_status"] == "kept"]
+    kept = decided[decided["filter_status"] == "kept"]
     short: dict[str, dict[int, int]] = {}
     if config.target.enabled:
         tolerance = config.target.shape_tolerance if config.target.on_shortfall == "keep_shape" else None
         chosen, short = quota_split(kept, side_targets(config), seed, tolerance)
-        is_eval = kept.index.isin(list(chosen["eval"]))
+        evals = kept[kept.index.isin(list(chosen["eval"]))]
         train = kept[kept.index.isin(list(chosen["train"]))]
     else:
         eval_size = min(cfg.eval_size, int(cfg.eval_max_share * len(kept)))
-        is_eval = kept.index.isin(list(split_by_seed(kept["constraint_count"], kept["seed_id"], eval_size, seed)))
-        train = kept[~is_eval]
+        evals = kept[kept.index.isin(list(split_by_seed(kept["constraint_count"], kept["seed_id"], eval_size, seed)))]
+        train = kept[~kept.index.isin(evals.index)]
         if cfg.train_size is not None and len(train) > cfg.train_size:
             train = train.sample(n=cfg.train_size, random_state=seed).sort_index()
     selections = {
-        "sft": train,
-        "dpo": train[train["dpo_status"] == "ok"] if "dpo_status" in train else train.iloc[:0],
-        "iopo": train[train["iopo_status"] == "ok"] if "iopo_status" in train else train.iloc[:0],
-        "eval": kept[is_eval],
+        "sft": train.index,
+        "dpo": train.index[train["dpo_status"] == "ok"],
+        "iopo": train.index[train["iopo_status"] == "ok"],
+        "eval": evals.index,
+        "set_aside": kept.index.difference(train.index).difference(evals.index),
     }
-    tables = {"set_aside": kept.loc[~kept.index.isin(train.index) & ~is_eval]}
-    for name, frame in selections.items():
-        frame = frame.assign(scores=_scores(frame["judgement"]), decided_by=_deciders(frame["judgement"]))
-        if name == "dpo":
-            frame = frame.assign(chosen=frame["response"], scores_rejected=_scores(frame["rejected_judgement"]))
-        if name == "iopo":
-            frame = frame.assign(
-                scores_x1_y1=frame["scores"],
-                scores_x2_y2=_scores(frame["judgement_x2_y2"]),
-                scores_x1_y2=_scores(frame["judgement_x1_y2"]),
-                scores_x2_y1=_scores(frame["judgement_x2_y1"]),
-                decided_by_2=_deciders(frame["judgement_x2_y2"]),
-            )
-        tables[name] = frame.reindex(columns=FINAL_SCHEMAS[name].names)
-    return tables, short
+    return selections, short
 
 
-def write_final(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """final/<dataset>/part-00000.parquet for each dataset, and manifests/final.json listing them
-    (checked by every reader of final/, as a stage's manifest is)."""
-    counts, datasets = {}, {}
-    for name, frame in tables.items():
-        folder = run_dir / FINAL / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("part-*.parquet"):
-            stale.unlink()
-        path = folder / shard_name(0)
-        write_table_atomic(path, pa.Table.from_pandas(frame, schema=FINAL_SCHEMAS[name], preserve_index=False))
-        counts[name] = len(frame)
-        datasets[name] = {path.name: shard_entry(path)}
+def final_frame(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the perturb stage as final dataset `name`: scores and deciders read off the judgements."""
+    frame = frame.assign(scores=_scores(frame["judgement"]), decided_by=_deciders(frame["judgement"]))
+    if name == "dpo":
+        frame = frame.assign(chosen=frame["response"], scores_rejected=_scores(frame["rejected_judgement"]))
+    if name == "iopo":
+        frame = frame.assign(
+            scores_x1_y1=frame["scores"],
+            scores_x2_y2=_scores(frame["judgement_x2_y2"]),
+            scores_x1_y2=_scores(frame["judgement_x1_y2"]),
+            scores_x2_y1=_scores(frame["judgement_x2_y1"]),
+            decided_by_2=_deciders(frame["judgement_x2_y2"]),
+        )
+    return frame.reindex(columns=FINAL_SCHEMAS[name].names)
+
+
+def write_final(
+    run_dir: Path, source: StageStore, decided: pd.DataFrame, selections: dict[str, pd.Index]
+) -> dict[str, int]:
+    """final/<dataset>/part-00000.parquet for each dataset, written shard by shard of the input (each
+    shard read once, whole rows only for the rows it gives), renamed into place when complete; and
+    manifests/final.json listing them (checked by every reader of final/, as a stage's manifest is)."""
+    names = [name for name in selections if name != "set_aside"]
+    places = {name: decided.loc[selections[name], ["shard", "row"]] for name in names}
+    folders = {name: run_dir / FINAL / name for name in names}
+    writers, temps = {}, {}
+    counts = dict.fromkeys(names, 0)
+    try:
+        for name, folder in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            temps[name] = folder / f".{shard_name(0)}.writing"
+            writers[name] = pq.ParquetWriter(temps[name], FINAL_SCHEMAS[name], compression="zstd")
+        for index in sorted(set(decided["shard"])):
+            wanted = {name: place.loc[place["shard"] == index, "row"].tolist() for name, place in places.items()}
+            if not any(wanted.values()):
+                continue
+            table = source.read_shard_table(index)
+            for name, rows in wanted.items():
+                if rows:
+                    frame = final_frame(name, table.take(rows).to_pandas())
+                    writers[name].write_table(
+                        pa.Table.from_pandas(frame, schema=FINAL_SCHEMAS[name], preserve_index=False)
+                    )
+                    counts[name] += len(rows)
+        datasets = {}
+        for name, folder in folders.items():
+            writers.pop(name).close()
+            for stale in folder.glob("part-*.parquet"):
+                stale.unlink()
+            path = folder / shard_name(0)
+            os.replace(temps[name], path)
+            datasets[name] = {path.name: shard_entry(path)}
+    finally:
+        for writer in writers.values():
+            writer.close()
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
     save_manifest(run_dir, FINAL, {"stage": FINAL, "datasets": datasets})
     return counts
 
 
 async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) -> dict:
-    rows = source.read()
-    marked = mark_filtered(rows, ctx.config.filter, decontaminator(ctx.config))
-    tables, short = final_tables(marked, ctx.config)
-    marked.loc[tables.pop("set_aside").index, "filter_status"] = "set_aside"
+    decided = screen_stage(source, ctx.config)
+    selections, short = final_selections(decided, ctx.config)
+    decided.loc[selections["set_aside"], "filter_status"] = "set_aside"
+    counts = write_final(ctx.run_dir, source, decided, selections)
     target.manifest["total_shards"] = 1
-    target.write_shard(0, pa.Table.from_pandas(marked, preserve_index=False))
-    counts = write_final(ctx.run_dir, tables)
-    sides = seeds_by_side(tables)
+    target.write_shard(0, pa.Table.from_pandas(decided.drop(columns=["shard", "row"]), preserve_index=False))
     notes = []
     if short:
         notes.append(
@@ -221,19 +297,19 @@ async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) 
         )
     return {
         "final_rows": counts,
-        "filter_status": dict(Counter(marked["filter_status"])),
-        "rows_in": len(marked),
+        "filter_status": dict(Counter(decided["filter_status"])),
+        "rows_in": len(decided),
         "shortfall": {side: {str(c): n for c, n in by.items()} for side, by in short.items()},
-        "seeds_by_side": sides,
-        "decontaminated": dict(Counter(marked["contaminated_by"].dropna())),
+        "seeds_by_side": seeds_by_side(decided, selections),
+        "decontaminated": dict(Counter(decided["contaminated_by"].dropna())),
         "notes": notes,
     }
 
 
-def seeds_by_side(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+def seeds_by_side(decided: pd.DataFrame, selections: dict[str, pd.Index]) -> dict[str, int]:
     """Distinct seeds behind the train datasets and behind eval, and how many are behind both (0)."""
-    train = set().union(*(set(tables[name]["seed_id"]) for name in ("sft", "dpo", "iopo")))
-    evals = set(tables["eval"]["seed_id"])
+    train = set(decided.loc[selections["sft"], "seed_id"])
+    evals = set(decided.loc[selections["eval"], "seed_id"])
     return {"train": len(train), "eval": len(evals), "both": len(train & evals)}
 
 

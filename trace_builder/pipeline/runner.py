@@ -307,9 +307,11 @@ async def _run_chain(
     await source.prepare()
     for stage in row_stages:
         stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
-    # Rows, not requests, are admitted: a row holds one request at a time, so twice the
-    # concurrency in rows keeps every request slot busy while rows change sub-step.
-    in_flight = 2 * total_concurrency(ctx.config) if ctx.client else 1024
+    # Rows, not requests, are admitted: a row holds one request at a time. Eight rows per request
+    # slot keep the slots busy while rows change sub-step, and start rows early enough that, once
+    # the input is drained, the rows left are level (with rejection sampling, 2 per slot left the
+    # server 0.875 busy against 0.895 with 8; scripts/bench_pipeline.py --sampled). A few KB each.
+    in_flight = 8 * total_concurrency(ctx.config) if ctx.client else 1024
 
     with PipelineProgress(console, ctx.client, run_dir=ctx.run_dir, config=ctx.config) as progress:
         bars = {s.name: progress.stage(s.name, source.total_rows, stores[s.name].rows_written()) for s in row_stages}
