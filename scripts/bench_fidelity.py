@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from trace_builder.fidelity import fidelity_report
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import manifest_path, read_json
+from trace_builder.report.fidelity import fidelity_report
+from trace_builder.run.store import manifest_path, read_json
 from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 

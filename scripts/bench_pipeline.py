@@ -44,7 +44,7 @@ from rich.console import Console
 
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import StageStore
+from trace_builder.run.store import StageStore
 from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 DEFAULT_STAGES = "seeds,taxonomy,expand,respond,perturb"  # every stage that asks the LLM; filter asks none

@@ -24,10 +24,10 @@ from pathlib import Path
 from rich.console import Console
 
 from trace_builder.config import RunConfig
-from trace_builder.estimate import make_plan
+from trace_builder.pipeline.plan import make_plan
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import StageStore
+from trace_builder.run.store import StageStore
 from trace_builder.testing.devserver import devserver_process, scripted_trace_config
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from trace_builder.pipeline.decontaminate import Decontaminator, EvalSet
 from trace_builder.resources import official_eval_path
+from trace_builder.run.store import StageStore, read_parquet_dir
 from trace_builder.seeds import load_builtin_seeds
-from trace_builder.store import StageStore, read_parquet_dir
 from trace_builder.testing.devserver import devserver_process
 from trace_builder.testing.kills import POINTS, run_and_kill
 from trace_builder.testing.scripted import BROKEN_TAG

@@ -12,12 +12,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.conftest import write_config
-from trace_builder.card import SPLITS, bar_chart_svg, front_matter, size_category
 from trace_builder.cli import app
 from trace_builder.config import load_config
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import read_parquet_dir
+from trace_builder.report.card import SPLITS, bar_chart_svg, front_matter, size_category
+from trace_builder.run.store import read_parquet_dir
 
 
 def split_card(text: str) -> tuple[dict, str]:

@@ -171,7 +171,7 @@ def test_version():
 
 def test_status_fits_80_columns_and_counts_failures_once(finished_run):
     from trace_builder.pipeline.failures import row_failure
-    from trace_builder.store import StageStore, read_parquet_dir
+    from trace_builder.run.store import StageStore, read_parquet_dir
 
     run_dir, _, _ = finished_run
     done = cli("status", "--out", str(run_dir), env={"COLUMNS": "80"})
@@ -202,11 +202,16 @@ def test_a_failure_counts_where_its_stage_made_it():
     assert row_failure(expand_failed, "expand") == "expand: quality_rejected"
     assert row_failure(expand_failed, "respond") is None  # failed upstream: not respond's failure
     assert row_failure(no_group, "perturb") == "iopo: y2" and row_failure(no_group, "respond") is None
-    assert failure_counts([expand_failed, no_group, no_rejected], "respond") == {"dpo: rejected_passed_judge": 1}
+    assert failure_counts([expand_failed, no_group, no_rejected], "perturb") == {
+        "iopo: y2": 1,
+        "dpo: rejected_passed_judge": 1,
+    }
+    both = {**no_group, "dpo_status": "failed", "dpo_reason": "rejected_passed_judge"}
+    assert row_failure(both, "perturb") == "iopo: y2"  # a row counts once at its stage
 
 
 def test_status_figures_compact_only_when_needed():
-    from trace_builder.status_view import compact, status_table
+    from trace_builder.report.status import compact, status_table
 
     assert [compact(v) for v in (0, 99_999, 412_475, 1_244_731, 312_456_789, 8.04, "1/1")] == [
         "0",

@@ -16,8 +16,8 @@ from trace_builder.pipeline.decontaminate import Decontaminator, EvalSet, file_s
 from trace_builder.pipeline.filter import mark_filtered
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.resources import official_eval_path
+from trace_builder.run.store import StageStore, read_parquet_dir
 from trace_builder.seeds import load_builtin_seeds
-from trace_builder.store import StageStore, read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
 

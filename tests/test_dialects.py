@@ -12,7 +12,7 @@ from tests.test_cli import assert_one_line_error, cli
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.dialects import DIALECTS, PROBE_SCHEMA, with_schema
 from trace_builder.llm.openai_backend import OpenAIBackend
-from trace_builder.store import read_json, read_parquet_dir
+from trace_builder.run.store import read_json, read_parquet_dir
 from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.testing.scripted import respond
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trace_builder.store import manifest_path, read_parquet_dir
+from trace_builder.run.store import manifest_path, read_parquet_dir
 
 
 @pytest.mark.slow

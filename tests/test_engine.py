@@ -10,7 +10,7 @@ import pytest
 from trace_builder.errors import LLMError, UserError
 from trace_builder.pipeline.engine import ChainStage, RowChain, shard_range
 from trace_builder.pipeline.stage import Stage
-from trace_builder.store import StageStore, read_parquet_dir
+from trace_builder.run.store import StageStore, read_parquet_dir
 
 SOURCE = pa.schema([pa.field("n", pa.int64()), pa.field("status", pa.string()), pa.field("reason", pa.string())])
 

@@ -17,7 +17,7 @@ from trace_builder.evaluate.cli import eval_app
 from trace_builder.evaluate.runner import check_resumable, evaluate_path
 from trace_builder.judge import judge_response
 from trace_builder.llm.cache import RequestCache
-from trace_builder.store import StageStore, manifest_path
+from trace_builder.run.store import StageStore, manifest_path
 from trace_builder.testing.devserver import ScriptedServer
 
 
@@ -316,7 +316,7 @@ def test_our_eval_split_with_check_specs(servers, tmp_path):
 
 
 def test_an_eval_folder_takes_one_run_at_a_time(servers, data, tmp_path):
-    from trace_builder.runlock import RunLock
+    from trace_builder.run.lock import RunLock
 
     out = tmp_path / "eval"
     out.mkdir()

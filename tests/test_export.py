@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trace_builder.errors import UserError
-from trace_builder.export import SPLITS, export, iopo_pairs
+from trace_builder.report.export import SPLITS, export, iopo_pairs
 from trace_builder.testing.tiny import synthetic_rows, write_dataset
 
 

@@ -7,7 +7,7 @@ import asyncio
 from tests.conftest import write_config
 from trace_builder.config import load_config
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import read_parquet_dir
+from trace_builder.run.store import read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import lenient_respond
 
@@ -20,8 +20,8 @@ def test_checker_overrules_a_wrong_llm_score(tmp_path):
         config = load_config(
             write_config(tmp_path / "c.yaml", server.base_url, limit=12, taxonomy=weights, judge=audit)
         )
-        asyncio.run(run_pipeline(config, tmp_path / "run", ["seeds", "taxonomy", "expand", "respond"]))
-    rows = read_parquet_dir(tmp_path / "run" / "respond")
+        asyncio.run(run_pipeline(config, tmp_path / "run", ["seeds", "taxonomy", "expand", "respond", "perturb"]))
+    rows = read_parquet_dir(tmp_path / "run" / "perturb")
     rows = rows[rows["status"] == "ok"]
     overruled = 0
     for _, row in rows.iterrows():
@@ -52,9 +52,11 @@ def test_a_failed_check_spares_the_llm_judge_but_for_the_audit_sample(tmp_path):
             cfg = write_config(tmp_path / f"c{audit}.yaml", server.base_url, limit=12, taxonomy=weights)
             config = load_config(cfg)
             config.judge.audit_share = audit
-            asyncio.run(run_pipeline(config, tmp_path / f"run{audit}", ["seeds", "taxonomy", "expand", "respond"]))
+            asyncio.run(
+                run_pipeline(config, tmp_path / f"run{audit}", ["seeds", "taxonomy", "expand", "respond", "perturb"])
+            )
             asked[audit] = server.stats_snapshot()["by_task"].get("respond.judge_rejected", 0)
-        rows = read_parquet_dir(tmp_path / f"run{audit}" / "respond")
+        rows = read_parquet_dir(tmp_path / f"run{audit}" / "perturb")
         rows = rows[(rows["status"] == "ok") & rows["checks"].map(lambda c: c[0] is not None)]
         assert len(rows) >= 3 and (rows["dpo_status"] == "ok").all()  # the check alone fails the worse answer
         if audit == 0.0:

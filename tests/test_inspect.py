@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from trace_builder.cli import app
 from trace_builder.errors import UserError
-from trace_builder.inspect_view import cell_text, parse_columns, pick_rows, plain
+from trace_builder.report.inspect import cell_text, parse_columns, pick_rows, plain
 
 CHECK = json.dumps({"kind": "keyword_include", "params": {"keywords": ["kw1"]}})
 

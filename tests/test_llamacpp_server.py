@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.test_cli import cli
-from trace_builder.store import read_json, read_parquet_dir
+from trace_builder.run.store import read_json, read_parquet_dir
 from trace_builder.testing.llamacpp_server import MODEL_ALIAS, installed, llamacpp_server
 
 pytestmark = [

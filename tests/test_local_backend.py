@@ -190,6 +190,35 @@ def test_onednn_linears_compute_what_the_model_computed(tiny_model: Path) -> Non
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
+def test_onednn_linears_can_be_turned_off_and_fall_back_when_a_call_fails(
+    tiny_model: Path, monkeypatch, caplog
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trace_builder.llm.local_engine import ONEDNN_ENV
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).eval()
+    monkeypatch.setenv(ONEDNN_ENV, "0")
+    assert not use_onednn_linears(model)
+    assert model.lm_head.forward.__func__ is torch.nn.Linear.forward
+    monkeypatch.delenv(ONEDNN_ENV)
+    if not use_onednn_linears(model):
+        pytest.skip("this torch build has no oneDNN linear")
+    ids = torch.tensor([[1, 5, 9]])
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+
+        def broken(*args):
+            raise RuntimeError("mkldnn: unsupported shape")  # as a kernel fails at a shape it was not proven at
+
+        monkeypatch.setattr("trace_builder.llm.local_engine._onednn_linear", broken)
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-4)  # the layers fell back, the answer stands
+    assert model.lm_head.forward.__func__ is torch.nn.Linear.forward
+    assert "goes back to torch's default kernel" in caplog.text
+
+
 # ----------------------------------------------------------------------------- generation
 
 

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 from tests.conftest import write_config
 from trace_builder.cli import app
 from trace_builder.config import PricesConfig, load_config
-from trace_builder.estimate import Meter, fit_line, make_plan, project, run_rows_by_count
 from trace_builder.llm.base import ChatResult
 from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
+from trace_builder.pipeline.plan import Meter, fit_line, make_plan, project, run_rows_by_count
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import StageStore
+from trace_builder.run.store import StageStore
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import ScriptedResponder
 

@@ -11,7 +11,7 @@ import warnings
 from rich.console import Console
 
 from trace_builder.config import RunConfig
-from trace_builder.progress import (
+from trace_builder.run.progress import (
     SNAPSHOT,
     PipelineProgress,
     format_duration,

@@ -21,11 +21,12 @@ from trace_builder.errors import LLMError
 from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient
+from trace_builder.llm.reasons import is_transient
 from trace_builder.llm.storm import StormWatch
-from trace_builder.pipeline.retry import is_transient, retryable_by_shard
-from trace_builder.redact import redact_text
+from trace_builder.pipeline.retry import retryable_by_shard
+from trace_builder.run.redact import redact_text
+from trace_builder.run.store import StageStore, read_parquet_dir
 from trace_builder.seeds import load_seed_file
-from trace_builder.store import StageStore, read_parquet_dir
 from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.testing.scripted import respond
 
@@ -70,7 +71,7 @@ def _run(config, out, *extra, timeout=240) -> subprocess.CompletedProcess:
 
 def _assert_intact(out) -> None:
     """Every shard a manifest records verifies; no temp file is left; no lock is held."""
-    from trace_builder.runlock import is_held
+    from trace_builder.run.lock import is_held
 
     for stage in STAGES:
         store = StageStore(out, stage)
@@ -420,7 +421,7 @@ def test_reopening_follows_the_chain_and_stops_at_the_cap(tmp_path):
     [(28, "(ENOSPC): free some disk space"), (30, "(EROFS): choose an --out on a writable"), (13, "(EACCES)")],
 )
 def test_a_write_error_is_one_line_naming_path_and_cause(code, words):
-    from trace_builder.exits import os_error_line
+    from trace_builder.run.exits import os_error_line
 
     line = os_error_line(OSError(code, os.strerror(code), "/runs/x/part-00001.parquet"))
     assert line.startswith("cannot write /runs/x/part-00001.parquet: ") and words in line and "\n" not in line

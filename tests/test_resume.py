@@ -12,7 +12,7 @@ import time
 import pandas as pd
 
 from tests.conftest import write_config
-from trace_builder.store import manifest_path, read_parquet_dir
+from trace_builder.run.store import manifest_path, read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
 

@@ -6,7 +6,7 @@ from tests.conftest import write_config
 from tests.test_cli import assert_one_line_error, cli
 from trace_builder.config import RunConfig
 from trace_builder.llm.roles import role_of
-from trace_builder.store import read_json
+from trace_builder.run.store import read_json
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
 

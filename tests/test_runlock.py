@@ -11,11 +11,11 @@ import time
 import pytest
 
 from trace_builder.errors import UserError
-from trace_builder.runlock import RunLock, is_held, read_holder
+from trace_builder.run.lock import RunLock, is_held, read_holder
 
 HOLD = """
 import sys, time
-from trace_builder.runlock import RunLock
+from trace_builder.run.lock import RunLock
 lock = RunLock(sys.argv[1])
 try:
     lock.acquire()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trace_builder.errors import UserError
-from trace_builder.store import StageStore, manifest_path, read_json, write_json_atomic, write_table_atomic
+from trace_builder.run.store import StageStore, manifest_path, read_json, write_json_atomic, write_table_atomic
 
 TABLE = pa.table({"n": [1, 2, 3], "s": ["a", "b", "c"]})
 
@@ -21,7 +21,7 @@ def _mode(path) -> int:
 
 
 def test_files_honour_the_umask(tmp_path, monkeypatch):
-    import trace_builder.store as store
+    import trace_builder.run.store as store
 
     monkeypatch.setattr(store, "_UMASK", 0o022)  # the umask is read once per process
     write_table_atomic(tmp_path / "t.parquet", TABLE)

@@ -18,7 +18,7 @@ from tests.conftest import write_config
 from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
 from trace_builder.pipeline.runner import run_pipeline
-from trace_builder.store import manifest_path, read_json, read_parquet_dir
+from trace_builder.run.store import manifest_path, read_json, read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import ScriptedResponder, respond
 
@@ -249,7 +249,7 @@ def test_a_full_histogram_target_run_killed_three_times_resumes_to_the_same_rows
     count, lists one off, numbers out of bounds, refusals); SIGKILL in the chain, after admission round 2
     and in the filter, each resumed with the same command: the same final rows as an uninterrupted run."""
     from tests.test_cli import cli
-    from trace_builder.store import StageStore
+    from trace_builder.run.store import StageStore
     from trace_builder.testing.kills import POINTS, run_and_kill
 
     with ScriptedServer(ScriptedResponder.model_like(), latency_s=0.002) as server:
@@ -282,7 +282,7 @@ def test_a_round_cut_short_while_its_shards_were_written_is_planned_again(tmp_pa
     same round again (the round is recorded only once all its shards are written)."""
     from trace_builder.pipeline.admission import QuotaAdmission
     from trace_builder.pipeline.context import StageContext
-    from trace_builder.store import StageStore
+    from trace_builder.run.store import StageStore
 
     config = load_config(write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1", limit=40))
     config.target.train_rows, config.target.eval_rows, config.shard_size = 30, 10, 8
@@ -311,8 +311,8 @@ def test_a_round_cut_short_while_its_shards_were_written_is_planned_again(tmp_pa
 
 def test_a_short_run_keeps_tracess_shape_and_a_larger_budget_tops_it_up(tmp_path):
     from tests.test_cli import cli
-    from trace_builder.fidelity import fidelity_report
-    from trace_builder.store import StageStore
+    from trace_builder.report.fidelity import fidelity_report
+    from trace_builder.run.store import StageStore
 
     with ScriptedServer(ScriptedResponder(mark_rate=0.85)) as server:
         cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=200, generation=SAMPLED)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_config
 from tests.test_cli import assert_one_line_error, cli
-from trace_builder.store import manifest_path, read_json
+from trace_builder.run.store import manifest_path, read_json
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import respond
 

@@ -7,7 +7,7 @@ import string
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from trace_builder.verify import KINDS, run_check, text, validate_spec
+from trace_builder.verify import KINDS, run_check, units, validate_spec
 from trace_builder.verify.loose import loose_variants
 
 FAST = settings(max_examples=150, deadline=None)
@@ -39,34 +39,34 @@ sentences = english_sentences() | chinese_sentences()
 @FAST
 @given(st.lists(latin_words, max_size=30), st.sampled_from([" ", "\n", "  ", "\t", " \n "]))
 def test_word_count_of_joined_words_is_their_number(words: list[str], separator: str) -> None:
-    assert text.count_words(separator.join(words)) == len(words)
+    assert units.count_words(separator.join(words)) == len(words)
 
 
 @FAST
 @given(cjk_text)
 def test_cjk_text_counts_one_word_and_one_char_per_ideograph(value: str) -> None:
     ideographs = sum(1 for char in value if not char.isspace())
-    assert text.count_words(value) == ideographs
-    assert text.count_chars(value) == len("".join(value.split()))
-    assert text.count_chars(value, include_whitespace=True) == len(value)
+    assert units.count_words(value) == ideographs
+    assert units.count_chars(value) == len("".join(value.split()))
+    assert units.count_chars(value, include_whitespace=True) == len(value)
 
 
 @FAST
 @given(any_text, any_text)
 def test_word_count_adds_across_whitespace(left: str, right: str) -> None:
-    assert text.count_words(left + " " + right) == text.count_words(left) + text.count_words(right)
+    assert units.count_words(left + " " + right) == units.count_words(left) + units.count_words(right)
 
 
 @FAST
 @given(st.text(st.sampled_from(list("ab1.,'-_ 你好カ한\n")) | st.characters(), max_size=100))
 def test_fast_word_count_agrees_with_the_word_list(value: str) -> None:
-    assert text.count_words(value) == len(text.words(value))
+    assert units.count_words(value) == len(units.words(value))
 
 
 @FAST
 @given(any_text, any_text)
 def test_char_count_adds(left: str, right: str) -> None:
-    assert text.count_chars(left + right) == text.count_chars(left) + text.count_chars(right)
+    assert units.count_chars(left + right) == units.count_chars(left) + units.count_chars(right)
 
 
 @FAST
@@ -74,22 +74,22 @@ def test_char_count_adds(left: str, right: str) -> None:
 def test_sentence_count_of_joined_sentences_is_their_number(parts: list[str], separator: str) -> None:
     # An English sentence needs a space (or a line break) before the next one; Chinese does not.
     assume(separator or all(not part[0].isascii() for part in parts[1:]))
-    assert text.count_sentences(separator.join(parts)) == len(parts)
+    assert units.count_sentences(separator.join(parts)) == len(parts)
 
 
 @FAST
 @given(st.lists(sentences, max_size=6), sentences)
 def test_adding_a_sentence_adds_one(parts: list[str], extra: str) -> None:
     body = " ".join(parts)
-    assert text.count_sentences((body + " " + extra).strip()) == text.count_sentences(body) + 1
+    assert units.count_sentences((body + " " + extra).strip()) == units.count_sentences(body) + 1
 
 
 @FAST
 @given(st.lists(st.lists(sentences, min_size=1, max_size=3).map(" ".join), max_size=6))
 def test_paragraph_count_of_blank_line_joined_blocks(blocks: list[str]) -> None:
-    assert len(text.paragraphs("\n\n".join(blocks))) == len(blocks)
-    assert len(text.paragraphs("\n \n\n".join(blocks))) == len(blocks)
-    assert len(text.paragraphs("\n***\n".join(blocks), separator="divider")) == len(blocks)
+    assert len(units.paragraphs("\n\n".join(blocks))) == len(blocks)
+    assert len(units.paragraphs("\n \n\n".join(blocks))) == len(blocks)
+    assert len(units.paragraphs("\n***\n".join(blocks), separator="divider")) == len(blocks)
 
 
 @FAST
@@ -97,10 +97,10 @@ def test_paragraph_count_of_blank_line_joined_blocks(blocks: list[str]) -> None:
 def test_list_item_counts(items: list[str]) -> None:
     numbered = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
     bullets = "\n".join(f"- {item}" for item in items)
-    assert len(text.numbered_items(numbered)) == len(items)
-    assert len(text.bullet_items(bullets)) == len(items)
-    assert text.bullet_items(numbered) == []
-    assert text.numbered_items(bullets) == []
+    assert len(units.numbered_items(numbered)) == len(items)
+    assert len(units.bullet_items(bullets)) == len(items)
+    assert units.bullet_items(numbered) == []
+    assert units.numbered_items(bullets) == []
 
 
 @FAST

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from trace_builder.report.viewer import load_rows, record_view, render_viewer, write_viewer
 from trace_builder.testing.tiny import synthetic_rows, write_dataset
-from trace_builder.viewer import load_rows, record_view, render_viewer, write_viewer
 
 
 def final_rows(split: str, n: int = 6) -> list[dict]:

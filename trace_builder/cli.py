@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
+from collections.abc import Callable
+from inspect import Parameter, Signature, signature
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -34,178 +38,181 @@ def _top_level(
     """Build TRACE-style data, train on it, evaluate."""
 
 
-def _apply_overrides(
-    config,
-    *,
-    limit,
-    seeds,
-    seed_column,
-    backend,
-    base_url,
-    model,
-    concurrency,
-    train_rows,
-    eval_rows,
-    max_seeds,
-    decontaminate,
-    judge_model,
-    judge_base_url,
-):
-    if limit is not None:
-        config.seeds.limit = limit
-    if seeds is not None:
-        config.seeds.source = str(seeds)
-    if seed_column is not None:
-        config.seeds.text_column = seed_column
-    if backend is not None:
-        config.backend.kind = backend
-    if base_url:
-        config.backend.base_urls = list(base_url)
-        if backend is None:
-            config.backend.kind = "openai"
-    if model is not None:
-        config.backend.model = model
-    if concurrency is not None:
-        config.backend.concurrency = concurrency
-    if train_rows is not None:
-        config.target.train_rows = train_rows
-    if eval_rows is not None:
-        config.target.eval_rows = eval_rows
-    if max_seeds is not None:
-        config.target.max_seeds = max_seeds
-    if decontaminate:
-        config.decontamination.files += [str(path) for path in decontaminate]
-    judge = dict(config.roles.get("judge", {}))
-    if judge_model is not None:
-        judge["model"] = judge_model
-    if judge_base_url:
-        judge.update(kind="openai", base_urls=list(judge_base_url))
-    if judge:
-        config.roles = {**config.roles, "judge": judge}
-        config = validate_settings(type(config), config.model_dump(), "--judge-model/--judge-base-url", "flags")
-    return config
-
-
-def _apply_prices(config, price_in: float | None, price_out: float | None) -> None:
-    """--price-in / --price-out over the config's `prices` (USD per million tokens)."""
-    if price_in is not None:
-        config.prices.input_per_million = price_in
-    if price_out is not None:
-        config.prices.output_per_million = price_out
-
-
-def _apply_structured_output(config, dialect: str | None) -> None:
-    """--structured-output over backend.structured_output (one-line error for an unknown dialect)."""
-    if dialect is None:
-        return
-    from trace_builder.llm.dialects import AUTO, DIALECTS
-
-    if dialect not in (AUTO, *DIALECTS):
-        raise UserError(f"unknown --structured-output {dialect!r}: use {AUTO} or one of {', '.join(DIALECTS)}")
-    config.backend.structured_output = dialect
-
-
-def _apply_rate_limits(config, rpm: float | None, tpm: float | None) -> None:
-    """--rpm / --tpm over the backend's requests and tokens per minute caps."""
-    if rpm is not None:
-        config.backend.requests_per_minute = rpm
-    if tpm is not None:
-        config.backend.tokens_per_minute = tpm
-
-
 def _stage_names() -> tuple[str, ...]:
     from trace_builder.pipeline.registry import STAGE_NAMES
 
     return STAGE_NAMES
 
 
-# Options `run` and `plan` share: a plan takes exactly the options of the run it projects.
-CONFIG_OPTION = typer.Option(None, "--config", help="YAML run config, laid over the profile")
-PROFILE_OPTION = typer.Option(
-    None,
-    "--profile",
-    help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace",
-)
-LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="use at most N seeds")
-SEEDS_OPTION = typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet")
-SEED_COLUMN_OPTION = typer.Option(None, "--seed-column", help="column of the seed file holding the instruction")
-BACKEND_OPTION = typer.Option(None, "--backend", help="local | openai | vllm")
-BASE_URL_OPTION = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)")
-MODEL_OPTION = typer.Option(None, "--model", help="model name (openai/vllm) or path (local)")
-CONCURRENCY_OPTION = typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)")
-TRAIN_ROWS_OPTION = typer.Option(
-    None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"
-)
-EVAL_ROWS_OPTION = typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)")
-MAX_SEEDS_OPTION = typer.Option(
-    None,
-    "--max-seeds",
-    min=1,
-    help="a target run's budget of admitted seeds (default 4 x rows); raise it to top a run up",
-)
-JUDGE_MODEL_OPTION = typer.Option(None, "--judge-model", help="the judge's own model (roles.judge.model)")
-JUDGE_BASE_URL_OPTION = typer.Option(
-    None, "--judge-base-url", help="the judge's own OpenAI-compatible server (roles.judge.base_urls; repeatable)"
-)
-STRUCTURED_OUTPUT_OPTION = typer.Option(
-    None,
-    "--structured-output",
-    help="how structured answers are asked for (openai backend): auto (probe the server), json_schema, "
-    "json_object (llama.cpp), vllm, prompt",
-)
-DECONTAMINATE_OPTION = typer.Option(
-    None,
-    "--decontaminate",
-    help="an eval set (JSONL or Parquet, text columns) to keep out of the data, besides the official TRACE "
-    "eval set; repeat for more",
-)
-PRICE_IN_OPTION = typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)")
-PRICE_OUT_OPTION = typer.Option(None, "--price-out", min=0, help="USD per million completion tokens")
+# The options of a run's settings, declared once: `run` and `plan` take exactly these (a plan
+# projects the run those options describe), through `with_run_settings`.
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "config_path": (Path | None, typer.Option(None, "--config", help="YAML run config, laid over the profile")),
+    "profile": (
+        str | None,
+        typer.Option(
+            None,
+            "--profile",
+            help="trace (TRACE's settings) | demo (small, fast); default: demo for the embedded model, else trace",
+        ),
+    ),
+    "limit": (int | None, typer.Option(None, "--limit", min=1, help="use at most N seeds")),
+    "seeds": (Path | None, typer.Option(None, "--seeds", help="seed file: JSONL, JSON, CSV or Parquet")),
+    "seed_column": (
+        str | None,
+        typer.Option(None, "--seed-column", help="column of the seed file holding the instruction"),
+    ),
+    "backend": (str | None, typer.Option(None, "--backend", help="local | openai | vllm")),
+    "base_url": (
+        list[str] | None,
+        typer.Option(None, "--base-url", help="OpenAI-compatible server URL (repeat for replicas)"),
+    ),
+    "model": (str | None, typer.Option(None, "--model", help="model name (openai/vllm) or path (local)")),
+    "concurrency": (int | None, typer.Option(None, "--concurrency", min=1, help="requests in flight (default 64)")),
+    "train_rows": (
+        int | None,
+        typer.Option(None, "--train-rows", min=1, help="build exactly N train instructions (TRACE's histogram)"),
+    ),
+    "eval_rows": (
+        int | None,
+        typer.Option(None, "--eval-rows", min=0, help="and M eval instructions (TRACE's eval histogram)"),
+    ),
+    "max_seeds": (
+        int | None,
+        typer.Option(
+            None,
+            "--max-seeds",
+            min=1,
+            help="a target run's budget of admitted seeds (default 4 x rows); raise it to top a run up",
+        ),
+    ),
+    "decontaminate": (
+        list[Path] | None,
+        typer.Option(
+            None,
+            "--decontaminate",
+            help="an eval set (JSONL or Parquet, text columns) to keep out of the data, besides the official TRACE "
+            "eval set; repeat for more",
+        ),
+    ),
+    "structured_output": (
+        str | None,
+        typer.Option(
+            None,
+            "--structured-output",
+            help="how structured answers are asked for (openai backend): auto (probe the server), json_schema, "
+            "json_object (llama.cpp), vllm, prompt",
+        ),
+    ),
+    "judge_model": (str | None, typer.Option(None, "--judge-model", help="the judge's own model (roles.judge.model)")),
+    "judge_base_url": (
+        list[str] | None,
+        typer.Option(
+            None,
+            "--judge-base-url",
+            help="the judge's own OpenAI-compatible server (roles.judge.base_urls; repeatable)",
+        ),
+    ),
+    "price_in": (
+        float | None,
+        typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)"),
+    ),
+    "price_out": (float | None, typer.Option(None, "--price-out", min=0, help="USD per million completion tokens")),
+    "rpm": (
+        float | None,
+        typer.Option(None, "--rpm", min=0.001, help="at most N requests a minute (openai backend; lowered on 429s)"),
+    ),
+    "tpm": (
+        float | None,
+        typer.Option(
+            None,
+            "--tpm",
+            min=1,
+            help="at most N tokens a minute, prompt + completion (openai backend; lowered on 429s)",
+        ),
+    ),
+}
 
 
-def _run_config(config_path, profile, backend, base_url, price_in, price_out, **overrides):
-    """The run's settings: profile, then --config, then flags; bad names are one-line errors."""
+def with_run_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` given RUN_OPTIONS on the command line and the RunConfig they make as `config`."""
+    own = [p for name, p in signature(command).parameters.items() if name != "config"]
+    shared = [
+        Parameter(name, Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in RUN_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        settings = {name: kwargs.pop(name) for name in RUN_OPTIONS}
+        return command(config=run_config(**settings), **kwargs)
+
+    wrapper.__signature__ = Signature([*own, *shared])  # what typer reads
+    return wrapper
+
+
+def run_config(config_path, profile, backend, base_url, **flags) -> Any:
+    """The run's settings: profile, then --config, then flags; bad names and values are one-line errors."""
+    from trace_builder.llm.dialects import AUTO, DIALECTS
+
     if backend is not None and backend not in BACKEND_KINDS:
         raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKEND_KINDS)}")
     if profile is not None and profile not in PROFILES:
         raise UserError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
+    dialect = flags["structured_output"]
+    if dialect is not None and dialect not in (AUTO, *DIALECTS):
+        raise UserError(f"unknown --structured-output {dialect!r}: use {AUTO} or one of {', '.join(DIALECTS)}")
     config = load_config(config_path, profile=profile, backend_kind=backend or ("openai" if base_url else None))
-    config = _apply_overrides(config, backend=backend, base_url=base_url, **overrides)
-    _apply_prices(config, price_in, price_out)
-    return config
+    if backend is not None:
+        config.backend.kind = backend
+    if base_url:
+        config.backend.base_urls = list(base_url)
+        if backend is None:
+            config.backend.kind = "openai"
+    for flag, (section, setting) in _FLAG_SETTINGS.items():
+        if flags[flag] is not None:
+            value = str(flags[flag]) if isinstance(flags[flag], Path) else flags[flag]
+            setattr(getattr(config, section), setting, value)
+    if flags["decontaminate"]:
+        config.decontamination.files += [str(path) for path in flags["decontaminate"]]
+    judge = dict(config.roles.get("judge", {}))
+    if flags["judge_model"] is not None:
+        judge["model"] = flags["judge_model"]
+    if flags["judge_base_url"]:
+        judge.update(kind="openai", base_urls=list(flags["judge_base_url"]))
+    if judge:
+        config.roles = {**config.roles, "judge": judge}
+    # Flags are checked as a file's settings are: the first invalid one is one line naming it.
+    return validate_settings(type(config), config.model_dump(), "the command line's", "flags of")
+
+
+# flag -> (config section, setting): a flag given sets it over the profile and the config file.
+_FLAG_SETTINGS = {
+    "limit": ("seeds", "limit"),
+    "seeds": ("seeds", "source"),
+    "seed_column": ("seeds", "text_column"),
+    "model": ("backend", "model"),
+    "concurrency": ("backend", "concurrency"),
+    "structured_output": ("backend", "structured_output"),
+    "rpm": ("backend", "requests_per_minute"),
+    "tpm": ("backend", "tokens_per_minute"),
+    "train_rows": ("target", "train_rows"),
+    "eval_rows": ("target", "eval_rows"),
+    "max_seeds": ("target", "max_seeds"),
+    "price_in": ("prices", "input_per_million"),
+    "price_out": ("prices", "output_per_million"),
+}
 
 
 @app.command()
+@with_run_settings
 def run(
+    config: Any,
     stage: str = typer.Option(
         "all", "--stage", help="all, or one stage: seeds, taxonomy, expand, respond, perturb, filter"
     ),
-    config_path: Path | None = CONFIG_OPTION,
-    profile: str | None = PROFILE_OPTION,
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
-    limit: int | None = LIMIT_OPTION,
-    seeds: Path | None = SEEDS_OPTION,
-    seed_column: str | None = SEED_COLUMN_OPTION,
-    backend: str | None = BACKEND_OPTION,
-    base_url: list[str] | None = BASE_URL_OPTION,
-    model: str | None = MODEL_OPTION,
-    concurrency: int | None = CONCURRENCY_OPTION,
-    train_rows: int | None = TRAIN_ROWS_OPTION,
-    eval_rows: int | None = EVAL_ROWS_OPTION,
-    max_seeds: int | None = MAX_SEEDS_OPTION,
-    decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
-    structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
-    judge_model: str | None = JUDGE_MODEL_OPTION,
-    judge_base_url: list[str] | None = JUDGE_BASE_URL_OPTION,
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
-    price_in: float | None = PRICE_IN_OPTION,
-    price_out: float | None = PRICE_OUT_OPTION,
-    rpm: float | None = typer.Option(
-        None, "--rpm", min=0.001, help="at most N requests a minute (openai backend; lowered on 429s)"
-    ),
-    tpm: float | None = typer.Option(
-        None, "--tpm", min=1, help="at most N tokens a minute, prompt + completion (openai backend; lowered on 429s)"
-    ),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
     from trace_builder.pipeline.runner import describe_summary, failed_on_requests, run_pipeline
@@ -213,27 +220,6 @@ def run(
     names = _stage_names()
     if stage != "all" and stage not in names:
         raise UserError(f"unknown stage {stage!r}: use all or one of {', '.join(names)}")
-    config = _run_config(
-        config_path,
-        profile,
-        backend,
-        base_url,
-        price_in,
-        price_out,
-        limit=limit,
-        seeds=seeds,
-        seed_column=seed_column,
-        model=model,
-        concurrency=concurrency,
-        train_rows=train_rows,
-        eval_rows=eval_rows,
-        max_seeds=max_seeds,
-        decontaminate=decontaminate,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-    )
-    _apply_rate_limits(config, rpm, tpm)
-    _apply_structured_output(config, structured_output)
     stages = list(names) if stage == "all" else [stage]
     summary = asyncio.run(run_pipeline(config, out, stages, fresh=fresh, console=console))
     describe_summary(summary, console)
@@ -251,9 +237,8 @@ def run(
 @app.command()
 def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
     """Show each stage of a run: done / partial / pending, shards, rows, failures, tokens."""
-    from trace_builder.pipeline.runner import run_details, stage_rows
-    from trace_builder.rundir import check_run_dir
-    from trace_builder.status_view import status_table
+    from trace_builder.report.status import run_details, stage_rows, status_table
+    from trace_builder.run.folder import check_run_dir
 
     check_run_dir(out)  # a file, a stage folder, some other folder: says which
     screen = Console()
@@ -263,7 +248,7 @@ def status(out: Path = typer.Option(Path("runs/default"), "--out", help="run dir
         screen.print(f"[dim]hidden to fit {screen.width} columns: {', '.join(hidden)}[/dim]", highlight=False)
     for line in run_details(out):
         screen.print(line, highlight=False)
-    from trace_builder.progress import run_status_lines
+    from trace_builder.run.progress import run_status_lines
 
     for line in run_status_lines(out):  # tokens and cost so far; ETAs while a run is live
         screen.print(line, highlight=False)
@@ -281,19 +266,19 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="rows as JSON lines instead of a table"),
 ) -> None:
     """Print rows of a stage or dataset as a table (or JSON lines), or their distributions with --stats."""
-    from trace_builder.inspect_data import apply_where, load_frame, stats
+    from trace_builder.report.inspect import apply_where, load_frame, stats
 
     frame = apply_where(load_frame(path), where)
     if show_stats:
         manifest_dir = path if path.is_dir() else path.parent
         report = stats(frame, manifest_dir)
         if (path / "final").is_dir():
-            from trace_builder.fidelity import fidelity_report
+            from trace_builder.report.fidelity import fidelity_report
 
             report["fidelity"] = fidelity_report(path)
         print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return
-    from trace_builder.inspect_view import json_lines, parse_columns, pick_rows, row_tables
+    from trace_builder.report.inspect import json_lines, parse_columns, pick_rows, row_tables
 
     chosen = parse_columns(columns, [str(c) for c in frame.columns])
     rows = pick_rows(frame, limit=limit, sample=sample, seed=seed)
@@ -323,7 +308,7 @@ def export(
     allow_empty: bool = typer.Option(False, "--allow-empty", help="write empty files for 0-row splits"),
 ) -> None:
     """Export final datasets for other tools (docs/exports.md)."""
-    from trace_builder.export import export as do_export
+    from trace_builder.report.export import export as do_export
 
     written = do_export(out, fmt, dest, split=split, iopo_layout=iopo_layout, allow_empty=allow_empty)
     for name, count in written.items():
@@ -336,62 +321,26 @@ def view(
     dest: Path = typer.Option(Path("view.html"), "-o", "--output", help="the HTML file to write"),
 ) -> None:
     """Write a self-contained HTML record viewer (search, filters, each constraint's score); no network needed."""
-    from trace_builder.viewer import write_viewer
+    from trace_builder.report.viewer import write_viewer
 
     console.print(f"wrote {dest} ({write_viewer(path, dest)} rows)", highlight=False)
 
 
 @app.command()
+@with_run_settings
 def plan(
-    config_path: Path | None = CONFIG_OPTION,
-    profile: str | None = PROFILE_OPTION,
+    config: Any,
     out: Path = typer.Option(
         Path("runs/default"), "--out", help="the run directory (the pilot's answers go to its cache)"
     ),
-    limit: int | None = LIMIT_OPTION,
-    seeds: Path | None = SEEDS_OPTION,
-    seed_column: str | None = SEED_COLUMN_OPTION,
-    backend: str | None = BACKEND_OPTION,
-    base_url: list[str] | None = BASE_URL_OPTION,
-    model: str | None = MODEL_OPTION,
-    concurrency: int | None = CONCURRENCY_OPTION,
-    train_rows: int | None = TRAIN_ROWS_OPTION,
-    eval_rows: int | None = EVAL_ROWS_OPTION,
-    max_seeds: int | None = MAX_SEEDS_OPTION,
-    decontaminate: list[Path] | None = DECONTAMINATE_OPTION,
-    structured_output: str | None = STRUCTURED_OUTPUT_OPTION,
-    judge_model: str | None = JUDGE_MODEL_OPTION,
-    judge_base_url: list[str] | None = JUDGE_BASE_URL_OPTION,
     pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
-    price_in: float | None = PRICE_IN_OPTION,
-    price_out: float | None = PRICE_OUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
 ) -> None:
     """Run a pilot of the run's first seeds and project the whole run: seeds, requests, tokens, time, cost."""
     from rich.table import Table
 
-    from trace_builder.estimate import make_plan, plan_summary_lines, plan_table_rows
+    from trace_builder.pipeline.plan import make_plan, plan_summary_lines, plan_table_rows
 
-    config = _run_config(
-        config_path,
-        profile,
-        backend,
-        base_url,
-        price_in,
-        price_out,
-        limit=limit,
-        seeds=seeds,
-        seed_column=seed_column,
-        model=model,
-        concurrency=concurrency,
-        train_rows=train_rows,
-        eval_rows=eval_rows,
-        max_seeds=max_seeds,
-        decontaminate=decontaminate,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-    )
-    _apply_structured_output(config, structured_output)
     result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
     if as_json:
         print(json.dumps(result, indent=2))
@@ -410,7 +359,7 @@ def plan(
 @app.command()
 def card(out: Path = typer.Option(Path("runs/default"), "--out", help="run directory")) -> None:
     """(Re)write the dataset card: <run>/final/README.md with the Hub's metadata, statistics and figures."""
-    from trace_builder.card import write_card
+    from trace_builder.report.card import write_card
 
     console.print(f"wrote {write_card(out)}", highlight=False)
 
@@ -447,8 +396,8 @@ _register_optional_commands()
 def main() -> None:
     import sqlite3
 
-    from trace_builder import exits
-    from trace_builder.redact import redact_text
+    from trace_builder.run import exits
+    from trace_builder.run.redact import redact_text
 
     exits.watch_signals()
     exits.show_warnings(console)

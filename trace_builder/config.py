@@ -51,6 +51,9 @@ class BackendConfig(Strict):
     batch_size: int = Field(8, ge=1, le=256)  # local backend
     # local backend: llama.cpp when llama-cpp-python is installed (the `llamacpp` extra), else torch
     engine: Literal["auto", "torch", "llamacpp"] = "auto"
+    # torch engine: oneDNN's kernel for float32 linears where it is proven at the model's shapes
+    # (llm/local_engine.py; TRACE_BUILD_ONEDNN=0 also turns it off)
+    onednn_linears: bool = True
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
 
 

@@ -12,7 +12,7 @@ from trace_builder.errors import UserError
 from trace_builder.evaluate.items import UNKNOWN_DIMENSION, EvalItem
 from trace_builder.evaluate.official import load_official
 from trace_builder.records import FINAL_SCHEMAS, NULL_INPUT, SYSTEM_PROMPT, build_user_prompt
-from trace_builder.store import verified_parts, verify_part
+from trace_builder.run.store import verified_parts, verify_part
 from trace_builder.taxonomy import dimension_for_label
 
 # What an eval item needs from our Parquet; `response` and `prompt` are optional (the

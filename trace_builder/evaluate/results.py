@@ -11,7 +11,7 @@ import pandas as pd
 from trace_builder.errors import UserError
 from trace_builder.evaluate.metrics import ItemResult, compute_metrics
 from trace_builder.evaluate.report import Run, render_html, render_markdown
-from trace_builder.store import read_json, read_parquet_dir, write_json_atomic
+from trace_builder.run.store import read_json, read_parquet_dir, write_json_atomic
 
 METRICS = "metrics.json"
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from rich.console import Console
 
-from trace_builder import __version__
 from trace_builder.errors import UserError
 from trace_builder.evaluate.metrics import GENERATION_FAILED, JUDGE_FAILED
 from trace_builder.evaluate.settings import EvalConfig
@@ -36,12 +35,10 @@ from trace_builder.evaluate.stages import (
 from trace_builder.pipeline.engine import ChainStage, RowChain, shard_range
 from trace_builder.pipeline.registry import stage_fingerprints
 from trace_builder.pipeline.retry import reopen_retryable
-from trace_builder.progress import PipelineProgress
-from trace_builder.rundir import open_run_dir
-from trace_builder.runlock import RunLock
-from trace_builder.store import StageStore, read_json, write_json_atomic
+from trace_builder.run.lifecycle import holding, read_run_record, stale_stages, write_run_record
+from trace_builder.run.progress import PipelineProgress
+from trace_builder.run.store import StageStore
 
-RUN_JSON = "run.json"
 # What a mismatched fingerprint means, by the first stage that differs.
 _DIFFERS = {"items": "the items", "predictions": "the model or its sampling", "judgements": "the judge or its settings"}
 
@@ -87,11 +84,12 @@ def check_resumable(out_dir: Path, fingerprints: dict[str, str], fresh: bool) ->
             f"{out_dir} holds an eval written by an earlier trace-build: pass a new --out, or --fresh to "
             "replace it (the LLM cache is kept, so nothing answered is asked again)"
         )
-    stale = next((i for i, s in enumerate(stores) if s.fingerprint and s.fingerprint != fingerprints[s.stage]), None)
-    if stale is None:
+    stale_names = stale_stages(out_dir, [s.stage for s in stores], fingerprints)
+    if not stale_names:
         return []
+    stale = [s.stage for s in stores].index(stale_names[0])
     if any(s.done_shards() for s in stores[stale:] if s in results):
-        run = read_json(out_dir / RUN_JSON) or {}
+        run = read_run_record(out_dir)
         raise UserError(
             f"{out_dir} holds an eval with other data or settings ({_DIFFERS[stores[stale].stage]} differ; model "
             f"{run.get('model', {}).get('model')!r}, judge {run.get('judge', {}).get('model')!r}): pass a new --out, "
@@ -102,19 +100,15 @@ def check_resumable(out_dir: Path, fingerprints: dict[str, str], fresh: bool) ->
 
 def _write_run_json(ctx: EvalContext, fingerprints: dict[str, str], data_path: str) -> None:
     config = ctx.config
-    write_json_atomic(
-        ctx.run_dir / RUN_JSON,
-        {
-            "trace_build": __version__,
-            "data": data_path,
-            "items": len(ctx.items),
-            "model": {"kind": config.model.kind, "model": config.model.model},
-            "judge": {"kind": config.judge.kind, "model": config.judge.model},
-            "config": config.model_dump(mode="json", exclude={"model": {"api_key"}, "judge": {"api_key"}}),
-            "fingerprints": fingerprints,
-            "updated": time.time(),
-        },
-    )
+    record = {
+        "data": data_path,
+        "items": len(ctx.items),
+        "model": {"kind": config.model.kind, "model": config.model.model},
+        "judge": {"kind": config.judge.kind, "model": config.judge.model},
+        "config": config.model_dump(mode="json", exclude={"model": {"api_key"}, "judge": {"api_key"}}),
+        "fingerprints": fingerprints,
+    }
+    write_run_record(ctx.run_dir, record)
 
 
 class _StageUsage:
@@ -231,10 +225,8 @@ async def evaluate_path(
 ) -> EvalOutcome:
     """The whole eval, holding the folder's run lock: load the items, open both backends, run, then
     metrics.json and the reports."""
-    out_dir = Path(out_dir)
-    open_run_dir(out_dir)
-    with RunLock(out_dir):  # one run per folder, as for the pipeline: a second fails at once, naming this one
-        return await _evaluate_locked(data, out_dir, config, fresh, show_progress, console, judge_fn)
+    with holding(out_dir) as held:  # one run per folder, as for the pipeline
+        return await _evaluate_locked(data, held, config, fresh, show_progress, console, judge_fn)
 
 
 async def _evaluate_locked(

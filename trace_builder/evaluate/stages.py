@@ -18,9 +18,9 @@ from trace_builder.evaluate.settings import EvalConfig, judge_prompt_digest
 from trace_builder.judge import judge_response
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.client import LLMClient
-from trace_builder.pipeline.retry import FailureSide
+from trace_builder.pipeline.failures import FailureSide
 from trace_builder.pipeline.stage import Row, Stage
-from trace_builder.store import StageStore
+from trace_builder.run.store import StageStore
 
 GENERATE_TAG = "eval.generate"
 JUDGE_TAG = "eval.judge"

@@ -61,4 +61,4 @@ def _local_backend(config: BackendConfig) -> Backend:
         return llamacpp_engine.LlamaCppBackend(config.model)
     from trace_builder.llm.local import LocalBackend
 
-    return LocalBackend(model=config.model, batch_size=config.batch_size)
+    return LocalBackend(model=config.model, batch_size=config.batch_size, onednn=config.onednn_linears)

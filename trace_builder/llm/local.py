@@ -56,12 +56,14 @@ class LocalBackend:
         model: str = EMBEDDED_MODEL,
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_threads: int | None = None,
+        onednn: bool = True,
     ):
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size}): set a positive batch size")
         self.model = model
         self.batch_size = batch_size
         self.num_threads = num_threads or default_thread_count()
+        self.onednn = onednn  # oneDNN linears where proven (local_engine.use_onednn_linears)
         self._model_dir = resolve_model_dir(model)
         self._queue: queue.Queue = queue.Queue()
         self._backlog: list[_Pending] = []  # taken off the queue, not yet batched (worker thread only)
@@ -122,7 +124,7 @@ class LocalBackend:
         model_dir = self._model_dir
         try:
             model_dir = model_dir or ensure_embedded_model()
-            return LocalEngine(model_dir, self.num_threads)
+            return LocalEngine(model_dir, self.num_threads, onednn=self.onednn)
         except (UserError, ModelLoadError) as error:
             self._load_error = error
         except Exception as exc:

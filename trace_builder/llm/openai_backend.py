@@ -17,22 +17,14 @@ from trace_builder.errors import LLMError, UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.dialects import AUTO, DIALECTS, PROBE_MESSAGES, PROBE_SCHEMA, with_schema
 from trace_builder.llm.ratelimit import RateLimit
+from trace_builder.llm.reasons import counts_for_storm, reason_of, retried_by_backend
 from trace_builder.llm.storm import ServerStorm, StormWatch, storm_message
 from trace_builder.llm.structured import loads_tolerant, schema_violation
-from trace_builder.redact import redact_text
+from trace_builder.run.redact import redact_text
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _PROBE_OPTIONS = {"headers": {"X-Trace-Build-Task": "probe"}}
 _RETRY_AFTER_CAP_S = 120.0
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """429, 5xx, timeouts and dropped connections are worth another try; the rest are not."""
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    return False
 
 
 def _retry_after_s(exc: BaseException | None) -> float | None:
@@ -62,17 +54,6 @@ class _BackoffHonouringRetryAfter(wait_base):
             return told
         ceiling = min(self.maximum, self.initial * 2 ** (retry_state.attempt_number - 1))
         return random.uniform(0, ceiling)
-
-
-def storm_reason(exc: BaseException) -> str | None:
-    """The reason an attempt counts towards an error storm (None: it does not count)."""
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection_error"
-    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
-        return f"http_{exc.status_code}"
-    return None
 
 
 @dataclass
@@ -164,7 +145,7 @@ class OpenAIBackend:
             body = with_schema(body, await self.structured_dialect(), request.json_schema, request.schema_name)
         options: dict = {"headers": {"X-Trace-Build-Task": request.task}} if request.task else {}
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(lambda exc: retried_by_backend(reason_of(exc))),
             stop=stop_after_attempt(self._max_retries + 1),
             wait=self._wait,
             reraise=True,
@@ -188,8 +169,7 @@ class OpenAIBackend:
         except openai.APIConnectionError as exc:
             raise LLMError("connection_error", redact_text(str(exc))[:120]) from exc
         except openai.APIStatusError as exc:
-            reason = "rate_limited" if exc.status_code == 429 else f"http_{exc.status_code}"
-            raise LLMError(reason, redact_text(str(exc.message))[:120]) from exc
+            raise LLMError(reason_of(exc), redact_text(str(exc.message))[:120]) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _send(self, body: dict, options: dict) -> ChatResult:
@@ -202,8 +182,9 @@ class OpenAIBackend:
             self.rate_limit.throttled(ticket)
             raise
         except openai.APIError as exc:
-            if not (isinstance(exc, openai.APIStatusError) and exc.status_code == 429):
-                self._watch(replica, storm_reason(exc))
+            reason = reason_of(exc)
+            if reason != "rate_limited":
+                self._watch(replica, reason if counts_for_storm(reason) else None)
             raise
         finally:
             replica.in_flight -= 1

@@ -17,14 +17,12 @@ rejects): the run stops at once with the server's message and the setting to cha
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 from trace_builder.errors import LLMError, ServerRefused, UserError
-
-_REFUSAL = re.compile(r"http_4(?!29)\d\d")
+from trace_builder.llm.reasons import is_refusal
 
 
 class ServerStorm(UserError):
@@ -85,7 +83,7 @@ class RefusalWatch:
         self._answered.add(tag)
 
     def failed(self, tag: str, error: LLMError, structured: bool) -> None:
-        if tag in self._answered or not _REFUSAL.fullmatch(error.reason):
+        if tag in self._answered or not is_refusal(error.reason):
             return
         self._refused[tag][error.reason] += 1
         if self._refused[tag][error.reason] >= self.after:

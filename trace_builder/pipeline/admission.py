@@ -23,14 +23,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.seeds_stage import seed_pool, seed_row, synthesize_seeds, write_seed_shards
+from trace_builder.run.store import StageStore
 from trace_builder.seeds import Seed, normalise, select_seeds
-from trace_builder.store import StageStore
 from trace_builder.taxonomy import DIMENSION_IDS, sample_constraint_plan
 
 # Pseudo-counts that pull a count's (or dimension's) measured yield towards the run's overall
 # yield while it has few rows of its own.
 _PRIOR_ROWS = 5
 _FIRST_ROUND_YIELD = 1.0
+# The least yield a constraint count is planned with (usable rows per admitted row): a count that has
+# not yielded yet still gets a finite number of seeds. The overall yield has a higher floor.
+MIN_YIELD = 0.02
+_MIN_OVERALL_YIELD = 0.05
 
 
 def largest_remainder(total: int, weights: Sequence[float]) -> dict[int, int]:
@@ -200,7 +204,7 @@ class QuotaAdmission(RowSource):
         if not short or left <= 0:
             return []
         overall = sum(state["usable"].values()) / state["seeds"] if state["seeds"] else _FIRST_ROUND_YIELD
-        overall = max(overall, 0.05)
+        overall = max(overall, _MIN_OVERALL_YIELD)
         wanted = {
             key: math.ceil(
                 n / _smoothed(sum(state["usable"][s, key[1]] for s in SIDES), state["admitted"][key[1]], overall)
@@ -274,7 +278,7 @@ class QuotaAdmission(RowSource):
     def seeds_to_meet(self, state: dict) -> int:
         """Seeds still to admit for every quota to be met, at the yields measured per count so far."""
         admitted = max(state["seeds"], 1)
-        overall = max(sum(state["usable"].values()) / admitted, 0.05)
+        overall = max(sum(state["usable"].values()) / admitted, _MIN_OVERALL_YIELD)
         return sum(
             math.ceil(n / _smoothed(sum(state["usable"][s, c] for s in SIDES), state["admitted"][c], overall))
             for (_, c), n in self._short(state).items()
@@ -353,7 +357,7 @@ def measure_yields(seeds_store: StageStore, last: StageStore) -> dict:
 
 
 def _smoothed(usable: int, admitted: int, overall: float) -> float:
-    return max((usable + _PRIOR_ROWS * overall) / (admitted + _PRIOR_ROWS), 0.02)
+    return max((usable + _PRIOR_ROWS * overall) / (admitted + _PRIOR_ROWS), MIN_YIELD)
 
 
 def _scale_to(wanted: dict, budget: int) -> dict:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from trace_builder.errors import LLMError
 from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
 from trace_builder.pipeline.stage import Row, RowFn, Stage
-from trace_builder.store import StageStore
+from trace_builder.run.store import StageStore
 
 
 def extend_schema(schema: pa.Schema, fields: Sequence[pa.Field]) -> pa.Schema:

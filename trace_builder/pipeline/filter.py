@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_builder.config import FilterConfig, RunConfig
-from trace_builder.fidelity import tv_distance
 from trace_builder.pipeline.admission import largest_remainder, side_targets
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
@@ -21,8 +20,9 @@ from trace_builder.pipeline.decontaminate import settings as decontamination_set
 from trace_builder.pipeline.dedup import NearDuplicates
 from trace_builder.pipeline.stage import Stage
 from trace_builder.records import FINAL_SCHEMAS
+from trace_builder.report.fidelity import tv_distance
+from trace_builder.run.store import FINAL, StageStore, atomic_file, save_manifest, shard_entry, shard_name
 from trace_builder.seeds import normalise
-from trace_builder.store import FINAL, StageStore, save_manifest, shard_entry, shard_name
 
 # What the filter decides on and the splits need, besides the texts it screens: read for every row;
 # the rest of a row is read again, one shard at a time, only to write it into its final dataset.
@@ -243,14 +243,13 @@ def write_final(
     manifests/final.json listing them (checked by every reader of final/, as a stage's manifest is)."""
     names = [name for name in selections if name != "set_aside"]
     places = {name: decided.loc[selections[name], ["shard", "row"]] for name in names}
-    folders = {name: run_dir / FINAL / name for name in names}
-    writers, temps = {}, {}
+    paths = {name: run_dir / FINAL / name / shard_name(0) for name in names}
     counts = dict.fromkeys(names, 0)
-    try:
-        for name, folder in folders.items():
-            folder.mkdir(parents=True, exist_ok=True)
-            temps[name] = folder / f".{shard_name(0)}.writing"
-            writers[name] = pq.ParquetWriter(temps[name], FINAL_SCHEMAS[name], compression="zstd")
+    with contextlib.ExitStack() as files:
+        writers = {}
+        for name, path in paths.items():
+            temp = files.enter_context(atomic_file(path))
+            writers[name] = files.enter_context(pq.ParquetWriter(temp, FINAL_SCHEMAS[name], compression="zstd"))
         for index in sorted(set(decided["shard"])):
             wanted = {name: place.loc[place["shard"] == index, "row"].tolist() for name, place in places.items()}
             if not any(wanted.values()):
@@ -263,19 +262,10 @@ def write_final(
                         pa.Table.from_pandas(frame, schema=FINAL_SCHEMAS[name], preserve_index=False)
                     )
                     counts[name] += len(rows)
-        datasets = {}
-        for name, folder in folders.items():
-            writers.pop(name).close()
-            for stale in folder.glob("part-*.parquet"):
-                stale.unlink()
-            path = folder / shard_name(0)
-            os.replace(temps[name], path)
-            datasets[name] = {path.name: shard_entry(path)}
-    finally:
-        for writer in writers.values():
-            writer.close()
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
+    for path in paths.values():  # other files of an earlier layout: final/ holds only what its manifest lists
+        for stale in set(path.parent.glob("part-*.parquet")) - {path}:
+            stale.unlink()
+    datasets = {name: {path.name: shard_entry(path)} for name, path in paths.items()}
     save_manifest(run_dir, FINAL, {"stage": FINAL, "datasets": datasets})
     return counts
 

@@ -1,4 +1,6 @@
-"""Stage 'perturb': change x1's constraints so y1 violates them (x2), answer x2, judge the pairings.
+"""Stage 'perturb': the row's two preference sides, made at the same time (each needs only y1): DPO's
+rejected answer (a deliberately worse answer the judge fails), and the IOPO group: change x1's
+constraints so y1 violates them (x2), answer x2, judge the pairings.
 
 The group rule: (x1, y1) and (x2, y2) earn full marks, (x2, y1) does not; (x1, y2) is
 recorded, and with `perturb.strict` it must fail too. Every operation is asked so that it
@@ -13,11 +15,12 @@ A failed attempt is retried with the next operation, up to `perturb.attempts` in
 
 from __future__ import annotations
 
+import asyncio
+
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from trace_builder.errors import LLMError
-from trace_builder.fidelity import iopo_yield
 from trace_builder.judge import JUDGEMENT_TYPE
 from trace_builder.llm.structured import strict_schema
 from trace_builder.pipeline.context import StageContext
@@ -32,6 +35,7 @@ from trace_builder.pipeline.instructions import (
 from trace_builder.pipeline.respond import attempts_allowed, best_answer
 from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
+from trace_builder.report.fidelity import iopo_yield
 
 ATTEMPT_TYPE = pa.struct([pa.field("op", pa.string()), pa.field("outcome", pa.string())])  # outcome: ok or a reason
 
@@ -51,6 +55,11 @@ FIELDS = [
     pa.field("iopo_status", pa.string()),  # ok | failed
     pa.field("iopo_reason", pa.string()),
     pa.field("iopo_detail", pa.string()),
+    pa.field("rejected", pa.string()),
+    pa.field("rejected_judgement", JUDGEMENT_TYPE),
+    pa.field("rejected_attempts", pa.int32()),
+    pa.field("dpo_status", pa.string()),  # ok | failed | skipped
+    pa.field("dpo_reason", pa.string()),
 ]
 
 
@@ -93,7 +102,45 @@ class _AttemptFailed(Exception):
 
 
 async def perturb_row(ctx: StageContext, row: dict) -> dict:
-    """Build one IOPO group; an unusable group fails only the IOPO side (the SFT row stays ok)."""
+    """DPO's rejected answer and the IOPO group, concurrently; either failing fails only its own side
+    (the SFT row stays ok)."""
+    if ctx.config.respond.make_rejected:
+        await asyncio.gather(make_rejected(ctx, row), iopo_group(ctx, row))
+    else:
+        row.update(dpo_status="skipped", dpo_reason="")
+        await iopo_group(ctx, row)
+    return row
+
+
+async def make_rejected(ctx: StageContext, row: dict) -> None:
+    """A deliberately worse answer, kept only if the judge fails it on some constraint."""
+    gen = ctx.config.generation
+    attempts = attempts_allowed(ctx, ctx.config.respond.rejected_attempts)
+    try:
+        for attempt in range(1, attempts + 1):
+            worse = await ctx.client.chat(
+                render_messages("worse", row["language"], prompt=row["prompt"], response=row["response"]),
+                tag="respond.worse",
+                temperature=gen.temperature,
+                max_tokens=gen.max_tokens,
+                seed=ctx.llm_seed("worse", row["id"], *([attempt] if attempt > 1 else [])),
+            )
+            judgement = await judge_row(
+                ctx.client, row, worse, suffix="", tag="respond.judge_rejected", config=ctx.config
+            )
+            row["disputes"] = (row.get("disputes") or 0) + judgement.disputes
+            row.update(rejected=worse, rejected_judgement=judgement.records(), rejected_attempts=attempt)
+            if not judgement.passed:
+                row.update(dpo_status="ok", dpo_reason="")
+                return
+    except LLMError as exc:
+        row.update(dpo_status="failed", dpo_reason=exc.reason)
+        return
+    row.update(dpo_status="failed", dpo_reason="rejected_passed_judge")
+
+
+async def iopo_group(ctx: StageContext, row: dict) -> None:
+    """Build one IOPO group; an unusable group fails only the IOPO side."""
     operations = operation_order(ctx, row)
     tried = []
     for attempt in range(ctx.config.perturb.attempts):
@@ -113,7 +160,6 @@ async def perturb_row(ctx: StageContext, row: dict) -> dict:
         row.update(iopo_status="ok", iopo_reason="", iopo_detail="")
         break
     row["perturb_attempts"] = tried
-    return row
 
 
 async def _perturb(ctx: StageContext, row: dict, operation: str, attempt: int) -> None:
@@ -171,11 +217,13 @@ def summarize(frame) -> dict:
     if "perturb_attempts" not in frame:
         return {}
     yields = iopo_yield(frame)
+    rejected = frame["rejected_attempts"].dropna() if "rejected_attempts" in frame else frame.iloc[:0]
     return {
         "IOPO groups kept per attempt": ", ".join(
             f"{op} {y['kept']}/{y['attempts']} ({y['yield']:.0%})" for op, y in yields.items()
         ),
         "x1_y2 passes in kept groups": int(frame.loc[frame["iopo_status"] == "ok", "x1_y2_passes"].fillna(False).sum()),
+        "worse answers per DPO try": round(float(rejected.mean()), 2) if len(rejected) else 0.0,
     }
 
 
@@ -184,6 +232,7 @@ STAGE = Stage(
     reads="respond",
     settings=lambda config: {
         "perturb": config.perturb.model_dump(),
+        "rejected": {"make_rejected": config.respond.make_rejected, "attempts": config.respond.rejected_attempts},
         "judge": config.judge.model_dump(),
         "seed": config.seed,
         **model_settings(config),
@@ -192,6 +241,6 @@ STAGE = Stage(
     row=perturb_row,
     uses_llm=lambda config: True,
     summary=summarize,
-    summary_columns=("perturb_attempts", "iopo_status", "x1_y2_passes"),
-    description="perturb x1 into x2, answer it, judge the four pairings (IOPO)",
+    summary_columns=("perturb_attempts", "iopo_status", "x1_y2_passes", "rejected_attempts"),
+    description="DPO's rejected answer, and x1 perturbed into x2, answered, the four pairings judged (IOPO)",
 )

@@ -1,32 +1,448 @@
-"""Stage 'taxonomy': give each seed row its constraint plan (how many constraints, of which dimensions)."""
+"""`trace-build plan`: run a pilot of K seeds through every stage, measure it per row, project the whole run.
+
+The pilot's rows are the run's own first rows (the first seeds a plain run takes, or the
+first seeds of a target-size run's first admission round, with the plans that round gives
+them), and its answers go to the run's cache: the run asks none of them again, and the
+projection covers the whole run, pilot included.
+
+Per row and stage, what a fresh run would ask is counted (`Meter`): every answer the backend
+gives, and every answer an earlier session had left in the cache; an answer repeated inside
+the pilot is not (the run gets it from the cache too). Costs and yields are fitted as a
+straight line in the constraint count (more constraints: more answers until full marks,
+longer judgements, lower yield), then summed over the rows the run will have.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from trace_builder.config import RunConfig
+from trace_builder.errors import UserError
+from trace_builder.llm.base import ChatRequest, ChatResult
+from trace_builder.llm.cache import RequestCache
+from trace_builder.llm.client import ROW_PROGRESS
+from trace_builder.llm.factory import make_backend
+from trace_builder.llm.roles import ROLES, cost_of, open_role_clients
+from trace_builder.pipeline.admission import MIN_YIELD, QuotaAdmission, measure_yields, rows_needed
 from trace_builder.pipeline.context import StageContext
-from trace_builder.pipeline.seeds_stage import SEED_SCHEMA
-from trace_builder.pipeline.stage import Stage
+from trace_builder.pipeline.registry import STAGES, stage_fingerprints
+from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
+from trace_builder.prompts import prompts_digest
+from trace_builder.run.folder import plan_dir, plan_path
+from trace_builder.run.progress import format_duration
+from trace_builder.run.store import StageStore, read_json, write_json_atomic
 from trace_builder.taxonomy import plan_for_seed
 
-PLAN_FIELDS = tuple(SEED_SCHEMA.field(name) for name in ("planned_count", "planned_dimensions"))
+DEFAULT_PILOT = 40
+METRICS = ("requests", "prompt_tokens", "completion_tokens")
+# The row-wise stages in chain order: `RowProgress.stage` is an index into this list.
+ROW_STAGES = tuple(s.name for s in STAGES if s.row_wise)
+# A target-size run admits in rounds and each round drains before the next: about this many
+# sequential row chains on top of the throughput-bound part (bench_fidelity: 3 rounds).
+TARGET_RUN_ROUNDS = 3
 
 
-async def plan_row(ctx: StageContext, row: dict) -> dict:
-    """A row admitted with a plan (a target-size run's quotas chose it) keeps it; others draw one."""
-    if row.get("planned_count") is not None:
-        return row
-    tax = ctx.config.taxonomy
-    plan = plan_for_seed(
-        row["seed_id"], ctx.config.seed, tax.count_histogram, tax.weights or None, tax.max_per_dimension
-    )
-    row.update(planned_count=plan.count, planned_dimensions=list(plan.dimensions))
-    return row
+# -- measuring ----------------------------------------------------------------------------
 
 
-STAGE = Stage(
-    name="taxonomy",
-    reads="seeds",
-    settings=lambda config: {"taxonomy": config.taxonomy.model_dump(), "seed": config.seed},
-    fields=PLAN_FIELDS,
-    row=plan_row,
-    description="a constraint count and dimensions per seed",
-)
+class Meter:
+    """What a fresh run would ask, per (row, stage): every answer the backend gave, and every
+    answer an earlier session had already cached (a repeat inside the pilot is a cache hit in
+    the run too, so it is not counted)."""
+
+    def __init__(self) -> None:
+        self.costs: dict[tuple[int | None, str], dict[str, int]] = {}
+        self.latencies: list[float] = []
+        self.reused = 0  # answers found in the cache from an earlier session
+        self.cached_here: set[str] = set()  # keys this pilot put in the cache
+
+    def count(self, result: ChatResult, sign: int = 1) -> None:
+        progress = ROW_PROGRESS.get()
+        where = (progress.order, ROW_STAGES[progress.stage]) if progress is not None else (None, "seeds")
+        cost = self.costs.setdefault(where, dict.fromkeys(METRICS, 0))
+        cost["requests"] += sign
+        cost["prompt_tokens"] += sign * result.prompt_tokens
+        cost["completion_tokens"] += sign * result.completion_tokens
+
+
+class MeteredCache:
+    """The run's answer cache, telling the meter about answers an earlier session left there."""
+
+    def __init__(self, inner: RequestCache, meter: Meter):
+        self.inner, self.meter, self.path = inner, meter, inner.path
+        self._reused: dict[str, ChatResult] = {}
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the cache's interface, unmetered
+        return getattr(self.inner, name)
+
+    def get(self, key: str) -> ChatResult | None:
+        result = self.inner.get(key)
+        if result is not None and key not in self.meter.cached_here:
+            self.meter.cached_here.add(key)
+            self.meter.reused += 1
+            self.meter.count(result)
+            self._reused[key] = result
+        return result
+
+    def reject(self, key: str) -> None:
+        """The client found a cached answer invalid and asks again: that answer was not reused after all."""
+        self.inner.reject(key)
+        result = self._reused.pop(key, None)
+        if result is not None:  # called in the asking row's task, like the get before it
+            self.meter.reused -= 1
+            self.meter.count(result, sign=-1)
+            self.meter.cached_here.discard(key)
+
+    def put(self, key: str, model: str, result: ChatResult) -> None:
+        self.inner.put(key, model, result)
+        self.meter.cached_here.add(key)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class MeteredBackend:
+    """A backend that tells the meter about each answer (rejected ones cost a request too) and its latency."""
+
+    def __init__(self, inner, meter: Meter):
+        self.inner, self.meter = inner, meter
+
+    def __getattr__(self, name: str) -> Any:  # model, name, preflight, start: the backend's own
+        return getattr(self.inner, name)
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        started = time.perf_counter()
+        result = await self.inner.complete(request)
+        self.meter.latencies.append(time.perf_counter() - started)
+        self.meter.count(result)
+        return result
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+# -- the pilot ----------------------------------------------------------------------------
+
+
+def pilot_config(config: RunConfig) -> RunConfig:
+    """The run's settings for the pilot's own folder: rows come from its seeds shards, not from quotas."""
+    pilot = config.model_copy(deep=True)
+    pilot.target.train_rows = None
+    pilot.seeds.limit = None
+    return pilot
+
+
+async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dict], list[str] | None]:
+    """The first `k` seed rows the run itself will process (with their plans in a target-size run),
+    and the ids of all the seeds a plain run will take (None for a target-size run: it admits as it goes)."""
+    config = ctx.config
+    if config.target.enabled:
+        # The run's first admission round, exactly as QuotaAdmission sizes it from an empty run.
+        seeds = StageStore(scratch, "seeds")
+        seeds.clear()
+        admission = QuotaAdmission(ctx, seeds, StageStore(scratch, "perturb"))
+        await admission.prepare()
+        return (await admission.next_round())[:k], None
+    chosen = await plain_run_seeds(ctx, Counter())
+    return [seed_row(s) for s in chosen[:k]], [s.id for s in chosen]
+
+
+async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) -> dict[str, Any]:
+    """Run `k` of the run's rows through every stage (answers cached in the run's cache); the measurements."""
+    from trace_builder.pipeline.runner import run_pipeline
+
+    run_dir = Path(run_dir)
+    folder = plan_dir(run_dir) / "pilot"
+    meter = Meter()
+    cache = MeteredCache(RequestCache(run_dir / "cache.sqlite"), meter)
+    client = await open_role_clients(config, cache, lambda settings: MeteredBackend(make_backend(settings), meter))
+    pilot = pilot_config(config)
+    ctx = StageContext(config, folder, client)
+    started = time.perf_counter()
+    try:
+        rows, run_seed_ids = await first_rows(ctx, plan_dir(run_dir) / "scratch", k)
+        if not rows:
+            raise UserError("the run has no seeds to pilot: check --seeds, --limit and seeds.languages")
+        console.print(f"[bold]pilot:[/bold] the run's first {len(rows)} seeds through every stage", highlight=False)
+        seeds = StageStore(folder, "seeds")
+        seeds.clear()
+        seeds.begin(stage_fingerprints(pilot, prompts_digest())["seeds"], -(-len(rows) // pilot.shard_size))
+        write_seed_shards(seeds, rows, pilot.shard_size)
+        seeds.finish("done", {}, 0.0)
+        names = [s.name for s in STAGES if s.name != "seeds"]
+        await run_pipeline(pilot, folder, names, fresh=True, console=console, client=client, card=False)
+    finally:
+        await client.aclose()
+        cache.close()
+    taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
+    by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
+    done = StageStore(folder, "perturb").read(["status", "dpo_status", "iopo_status"])
+    ok = done[done["status"] == "ok"]
+    side_shares = {side: float((ok[f"{side}_status"] == "ok").mean()) if len(ok) else 0.0 for side in ("dpo", "iopo")}
+    # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
+    measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
+    usable_by_count: Counter = Counter()
+    for (_, count), n in measured["usable"].items():
+        usable_by_count[count] += n
+    return {
+        "rows": len(rows),
+        "run_seed_ids": run_seed_ids,
+        "counts": [int(c) for c in taxonomy["planned_count"]],
+        "costs": meter.costs,
+        "admitted_by_count": dict(measured["admitted"]),
+        "usable_by_count": dict(usable_by_count),
+        "reused": meter.reused,
+        "latencies": meter.latencies,
+        "wall_seconds": time.perf_counter() - started,
+        "usage_by_task": by_task,
+        "side_shares": side_shares,
+    }
+
+
+# -- projecting ---------------------------------------------------------------------------
+
+
+def fit_line(points: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Weighted least squares y = a + b x over (x, y, weight); a flat line when x does not vary."""
+    mass = sum(w for _, _, w in points)
+    if mass <= 0:
+        return 0.0, 0.0
+    mx = sum(x * w for x, _, w in points) / mass
+    my = sum(y * w for _, y, w in points) / mass
+    var = sum(w * (x - mx) ** 2 for x, _, w in points)
+    if var <= 1e-12:
+        return my, 0.0
+    slope = sum(w * (x - mx) * (y - my) for x, y, w in points) / var
+    return my - slope * mx, slope
+
+
+def per_row_costs(measures: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """stage -> metric -> the pilot's cost of each row (rows in admission order)."""
+    n = measures["rows"]
+    out = {s: {m: [0.0] * n for m in METRICS} for s in ROW_STAGES}
+    for (order, stage), cost in measures["costs"].items():
+        if order is not None and order < n and stage in out:
+            for metric in METRICS:
+                out[stage][metric][order] += cost[metric]
+    return out
+
+
+def fixed_costs(measures: dict[str, Any]) -> dict[str, int]:
+    """What no row asked (seed synthesis): asked once per run, not per row."""
+    total = dict.fromkeys(METRICS, 0)
+    for (order, _), cost in measures["costs"].items():
+        if order is None:
+            for metric in METRICS:
+                total[metric] += cost[metric]
+    return total
+
+
+def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, float]:
+    """Usable rows per admitted row, per constraint count: the pilot's yields fitted as a line in the count."""
+    admitted, usable = measures["admitted_by_count"], measures["usable_by_count"]
+    a, b = fit_line([(c, usable.get(c, 0) / n, n) for c, n in admitted.items() if n])
+    return {c: min(max(a + b * c, MIN_YIELD), 1.0) for c in counts}
+
+
+def run_rows_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, float]:
+    """How many rows of each constraint count the run will process (seeds admitted, in a target-size run)."""
+    if not config.target.enabled:
+        tax = config.taxonomy
+        rows: dict[int, float] = {}
+        for seed_id in measures["run_seed_ids"]:  # a plain run's plans are known in advance: one per seed
+            c = plan_for_seed(
+                seed_id, config.seed, tax.count_histogram, tax.weights or None, tax.max_per_dimension
+            ).count
+            rows[c] = rows.get(c, 0) + 1
+        return rows
+    rows = seeds_needed_by_count(config, measures)
+    total, budget = sum(rows.values()), config.target.seed_budget
+    if total > budget:
+        rows = {c: n * budget / total for c, n in rows.items()}
+    return rows
+
+
+def seeds_needed_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, float]:
+    """Seeds a target-size run admits per constraint count to meet every quota, budget aside."""
+    need: dict[int, int] = {}
+    for (_, count), n in rows_needed(config).items():
+        need[count] = need.get(count, 0) + n
+    yields = yield_by_count(measures, list(need))
+    return {c: n / yields[c] for c, n in need.items() if n}
+
+
+def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[int, float]) -> dict[str, int]:
+    """The final rows per dataset the run will build: a target met (or, over budget, scaled down to what
+    the budget buys, keeping TRACE's shape), or a plain run's usable rows split as the filter splits them;
+    dpo and iopo as the pilot's shares of usable rows that also made them."""
+    if config.target.enabled:
+        needed = sum(seeds_needed_by_count(config, measures).values())
+        scale = min(1.0, config.target.seed_budget / needed) if needed else 1.0
+        sft, evals = round((config.target.train_rows or 0) * scale), round(config.target.eval_rows * scale)
+    else:
+        yields = yield_by_count(measures, list(run_rows))
+        kept = sum(n * yields[c] for c, n in run_rows.items())
+        evals = round(min(config.filter.eval_size, config.filter.eval_max_share * kept))
+        sft = round(kept - evals)
+        if config.filter.train_size is not None:
+            sft = min(sft, config.filter.train_size)
+    shares = measures["side_shares"]
+    return {"sft": sft, "dpo": round(sft * shares["dpo"]), "iopo": round(sft * shares["iopo"]), "eval": evals}
+
+
+def project(
+    config: RunConfig,
+    measures: dict[str, Any],
+    run_rows: dict[int, float],
+    latency_s: float | None = None,
+) -> dict[str, Any]:
+    """The whole run from the pilot: seeds, requests, tokens, wall time, cost, per stage."""
+    costs = per_row_costs(measures)
+    counts = measures["counts"]
+    n_pilot = len(counts)
+    # A plain run's pilot rows are its first rows: measured exactly, the rest fitted.
+    exact = not config.target.enabled
+    rest = dict(run_rows)
+    if exact:
+        for c in counts:
+            rest[c] = max(rest.get(c, 0) - 1, 0)
+    stages: dict[str, dict[str, Any]] = {}
+    for stage in ROW_STAGES:
+        projected = {}
+        for metric in METRICS:
+            values = costs[stage][metric]
+            a, b = fit_line([(c, v, 1.0) for c, v in zip(counts, values)])
+            fitted = sum(max(a + b * c, 0.0) * n for c, n in rest.items())
+            projected[metric] = round(fitted + (sum(values) if exact else 0))
+        projected["requests_per_seed"] = round(sum(costs[stage]["requests"]) / max(n_pilot, 1), 2)
+        stages[stage] = projected
+    fixed = fixed_costs(measures)
+    if fixed["requests"]:
+        stages["seeds"] = {**fixed, "requests_per_seed": None}
+    totals = {m: sum(s[m] for s in stages.values()) for m in METRICS}
+    seeds = round(sum(run_rows.values()))
+    wall = None
+    if latency_s is not None:
+        per_row = totals["requests"] / max(seeds, 1)  # sequential requests of one row
+        rounds = TARGET_RUN_ROUNDS if config.target.enabled else 1
+        wall = round(totals["requests"] * latency_s / config.backend.concurrency + rounds * per_row * latency_s, 1)
+    return {
+        "seeds": seeds,
+        **totals,
+        "wall_seconds": wall,
+        "cost_usd": projected_cost(config, measures, stages),
+        "concurrency": config.backend.concurrency,
+        "relative_sd": relative_sd(config, measures, costs, seeds),
+        "rows_by_count": {c: round(n, 1) for c, n in sorted(run_rows.items())},
+        "stages": stages,
+    }
+
+
+def projected_cost(config: RunConfig, measures: dict[str, Any], stages: dict[str, dict[str, Any]]) -> float | None:
+    """Dollars for the projected tokens at each role's prices: a stage's tokens are split over the
+    tasks (so the roles) in the shares its pilot used (all the generator's when the pilot asked nothing)."""
+    usage: dict[str, dict[str, float]] = {}
+    for stage, projected in stages.items():
+        measured = measures.get("usage_by_task", {}).get(stage) or {}
+        for metric in ("prompt_tokens", "completion_tokens"):
+            total = sum(u.get(metric, 0) for u in measured.values())
+            shares = {tag: u.get(metric, 0) / total for tag, u in measured.items()} if total else {f"{stage}.x": 1.0}
+            for tag, share in shares.items():
+                usage.setdefault(tag, {}).setdefault(metric, 0.0)
+                usage[tag][metric] += projected[metric] * share
+    return cost_of(usage, config)
+
+
+def relative_sd(config: RunConfig, measures: dict[str, Any], costs: dict, seeds: int) -> float | None:
+    """One standard deviation of the projected requests, relative: the spread of the pilot's
+    per-row requests and, in a target-size run, of its yield (seeds needed go as 1 / yield)."""
+    n = measures["rows"]
+    per_row = [sum(costs[stage]["requests"][i] for stage in ROW_STAGES) for i in range(n)]
+    if n < 2 or not sum(per_row):
+        return None
+    mean = sum(per_row) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in per_row) / (n - 1))
+    cost_rel = sd / mean / math.sqrt(n)
+    if not config.target.enabled:  # the pilot's rows are part of the run: only the rest is uncertain
+        return round(cost_rel * math.sqrt(max(0.0, 1 - n / max(seeds, 1))), 3)
+    admitted, usable = sum(measures["admitted_by_count"].values()), sum(measures["usable_by_count"].values())
+    y = usable / admitted if admitted else 0.0
+    yield_rel = math.sqrt((1 - y) / (y * admitted)) if 0 < y < 1 else 0.0
+    return round(math.sqrt(cost_rel**2 + yield_rel**2), 3)
+
+
+def _latency(measures: dict[str, Any], run_dir: Path) -> float | None:
+    """The pilot's mean answer time; an earlier plan's when the pilot was answered from the cache."""
+    latencies = measures["latencies"]
+    if len(latencies) >= 5:
+        return sum(latencies) / len(latencies)
+    return (read_json(plan_path(run_dir)) or {}).get("pilot", {}).get("latency_s")
+
+
+async def make_plan(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    pilot: int = DEFAULT_PILOT,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Pilot, project, and keep the result beside the run (`<run>/plan/plan.json`, read by progress and status)."""
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir)
+    measures = await run_pilot(config, run_dir, pilot, console)
+    latency = _latency(measures, run_dir)
+    run_rows = run_rows_by_count(config, measures)
+    plan = project(config, measures, run_rows, latency)
+    plan["projected"] = projected_rows(config, measures, run_rows)
+    if config.target.enabled:
+        plan["seeds_needed"] = math.ceil(sum(seeds_needed_by_count(config, measures).values()))
+        plan["seed_budget"] = config.target.seed_budget
+    done = {m: sum(c[m] for c in measures["costs"].values()) for m in METRICS}
+    usable = sum(measures["usable_by_count"].values())
+    plan["pilot"] = {
+        "seeds": measures["rows"],
+        **done,
+        "answers_from_earlier_sessions": measures["reused"],
+        "usable_rows": usable,
+        "yield": round(usable / max(measures["rows"], 1), 3),
+        "latency_s": None if latency is None else round(latency, 4),
+        "wall_seconds": round(measures["wall_seconds"], 1),
+    }
+    plan["prices_per_million"] = {role: config.prices_for(role).model_dump() for role in ROLES}
+    plan["settings"] = config.describe()
+    plan["created"] = time.time()
+    write_json_atomic(plan_path(run_dir), plan)
+    return plan
+
+
+def plan_table_rows(plan: dict[str, Any]) -> list[list[str]]:
+    """stage, requests, prompt tokens, completion tokens: one line per stage and the total."""
+    rows = [[name] + [f"{s[m]:,}" for m in METRICS] for name, s in plan["stages"].items()]
+    return rows + [["total"] + [f"{plan[m]:,}" for m in METRICS]]
+
+
+def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
+    """The pilot's figures and the run's seeds, wall time and cost, in two lines."""
+    pilot = plan["pilot"]
+    wall = "unknown (no answer was timed)" if plan["wall_seconds"] is None else format_duration(plan["wall_seconds"])
+    cost = "no prices given (--price-in/--price-out)" if plan["cost_usd"] is None else f"${plan['cost_usd']:,.2f}"
+    projected = ", ".join(f"{name} {n:,}" for name, n in plan["projected"].items())
+    lines = [
+        f"pilot: {pilot['seeds']} seeds, {pilot['requests']} requests, {pilot['yield']:.0%} usable rows per seed, "
+        f"{pilot['latency_s'] or '?'} s per answer ({pilot['answers_from_earlier_sessions']} answers already cached)",
+        f"run: {plan['seeds']:,} seeds, wall {wall} at concurrency {plan['concurrency']}, cost {cost}"
+        + ("" if plan["relative_sd"] is None else f"; requests and cost ±{plan['relative_sd']:.0%} (one sd)"),
+        f"builds: {projected}",
+    ]
+    if plan.get("seeds_needed", 0) > plan.get("seed_budget", math.inf):
+        lines.append(
+            f"warning: the target needs about {plan['seeds_needed']:,} seeds and the budget is {plan['seed_budget']:,}: "
+            f"pass --max-seeds {plan['seeds_needed']:,} to meet it (the numbers above are what the budget buys)"
+        )
+    return lines

@@ -8,11 +8,18 @@ import json
 import pyarrow as pa
 
 from trace_builder.config import RunConfig
-from trace_builder.pipeline import expand, filter, perturb, plan, respond, seeds_stage
+from trace_builder.pipeline import expand, filter, perturb, respond, seeds_stage, taxonomy_stage
 from trace_builder.pipeline.engine import extend_schema
 from trace_builder.pipeline.stage import Stage
 
-STAGES: tuple[Stage, ...] = (seeds_stage.STAGE, plan.STAGE, expand.STAGE, respond.STAGE, perturb.STAGE, filter.STAGE)
+STAGES: tuple[Stage, ...] = (
+    seeds_stage.STAGE,
+    taxonomy_stage.STAGE,
+    expand.STAGE,
+    respond.STAGE,
+    perturb.STAGE,
+    filter.STAGE,
+)
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 _BY_NAME = {stage.name: stage for stage in STAGES}
 

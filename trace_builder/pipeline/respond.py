@@ -1,26 +1,23 @@
-"""Stage 'respond': answer x1 -> y1 until one earns full marks, and make a worse answer for DPO."""
+"""Stage 'respond': answer x1 -> y1 until one earns full marks (rejection sampling).
+
+A worse answer for DPO's rejected side needs only y1: it is made in the perturb stage, at the
+same time as the IOPO group (pipeline/perturb.py), so a row's chain of requests is shorter.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from trace_builder.errors import LLMError
 from trace_builder.judge import JUDGEMENT_TYPE, Judgement
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.engine import fail
 from trace_builder.pipeline.instructions import answer_instruction, failed_constraints, judge_row
 from trace_builder.pipeline.stage import Stage, model_settings
-from trace_builder.prompts import render_messages
 
 FIELDS = [
     pa.field("response", pa.string()),
     pa.field("judgement", JUDGEMENT_TYPE),  # per constraint: score, decided_by, detail, llm_score
     pa.field("respond_attempts", pa.int32()),  # answers asked for y1
-    pa.field("rejected", pa.string()),
-    pa.field("rejected_judgement", JUDGEMENT_TYPE),
-    pa.field("rejected_attempts", pa.int32()),
-    pa.field("dpo_status", pa.string()),  # ok | failed | skipped
-    pa.field("dpo_reason", pa.string()),
     pa.field("disputes", pa.int32()),  # constraints where a check overruled the LLM judge, over all judgements
 ]
 
@@ -57,42 +54,13 @@ async def best_answer(
     return response, judgement, attempt
 
 
-async def make_rejected(ctx: StageContext, row: dict) -> None:
-    """A deliberately worse answer, kept only if the judge fails it on some constraint."""
-    gen = ctx.config.generation
-    attempts = attempts_allowed(ctx, ctx.config.respond.rejected_attempts)
-    try:
-        for attempt in range(1, attempts + 1):
-            worse = await ctx.client.chat(
-                render_messages("worse", row["language"], prompt=row["prompt"], response=row["response"]),
-                tag="respond.worse",
-                temperature=gen.temperature,
-                max_tokens=gen.max_tokens,
-                seed=ctx.llm_seed("worse", row["id"], *([attempt] if attempt > 1 else [])),
-            )
-            judgement = await judge_row(
-                ctx.client, row, worse, suffix="", tag="respond.judge_rejected", config=ctx.config
-            )
-            row["disputes"] += judgement.disputes
-            row.update(rejected=worse, rejected_judgement=judgement.records(), rejected_attempts=attempt)
-            if not judgement.passed:
-                row.update(dpo_status="ok", dpo_reason="")
-                return
-    except LLMError as exc:
-        row.update(dpo_status="failed", dpo_reason=exc.reason)
-        return
-    row.update(dpo_status="failed", dpo_reason="rejected_passed_judge")
-
-
 async def respond_row(ctx: StageContext, row: dict) -> dict:
-    row.update(dpo_status="skipped", dpo_reason="", disputes=0)
+    row.update(disputes=0)
     attempts = attempts_allowed(ctx, ctx.config.respond.attempts)
     response, judgement, used = await best_answer(ctx, row, "", "respond", attempts)
     row.update(response=response, judgement=judgement.records(), respond_attempts=used)
     if not judgement.passed:
         return fail(row, "respond", "judge_below_10", failed_constraints(judgement))
-    if ctx.config.respond.make_rejected:
-        await make_rejected(ctx, row)
     return row
 
 
@@ -102,11 +70,9 @@ def summarize(frame) -> dict:
         return {}
     attempts = frame["respond_attempts"].dropna()
     passed_late = (frame["respond_attempts"] > 1) & (frame["status"] == "ok")
-    rejected = frame["rejected_attempts"].dropna()
     return {
         "answers per judged row": round(float(attempts.mean()), 2) if len(attempts) else 0.0,
         "passed on a later attempt": int(passed_late.sum()),
-        "worse answers per DPO try": round(float(rejected.mean()), 2) if len(rejected) else 0.0,
         "check/judge disagreements": int(frame["disputes"].fillna(0).sum()),
     }
 
@@ -123,6 +89,6 @@ STAGE = Stage(
     row=respond_row,
     uses_llm=lambda config: True,
     summary=summarize,
-    summary_columns=("status", "respond_attempts", "rejected_attempts", "disputes"),
-    description="answer x1 (rejection sampling), judge it, make DPO's rejected answer",
+    summary_columns=("status", "respond_attempts", "disputes"),
+    description="answer x1 (rejection sampling) and judge it",
 )

@@ -11,56 +11,14 @@ A shard is reopened at most `cap` times, so a rerun always ends.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trace_builder.store import StageStore, shard_name
-
-# The documented list (docs/reliability.md): the server or the answer's form, not its content.
-TRANSIENT_REASONS = frozenset(
-    {
-        "connection_error",
-        "timeout",
-        "rate_limited",
-        "malformed_response",
-        "no_choices",
-        "backend_closed",
-        "empty_answer",
-        "invalid_json",
-        "schema_mismatch",
-        "judge_count_mismatch",
-    }
-)
-_SERVER_ERROR = re.compile(r"http_5\d\d")
-# Of those, the ones where an answer came back and failed validation: the server did answer.
-ANSWER_REASONS = frozenset({"empty_answer", "invalid_json", "schema_mismatch", "judge_count_mismatch"})
-
-
-@dataclass(frozen=True)
-class FailureSide:
-    """Where a stage records a row's failure: `status` holds `failed` and `reason` says why; the
-    failing stage is `stage`, or (None) the one the row's `failed_stage` column names."""
-
-    status: str
-    failed: str
-    reason: str
-    stage: str | None = None
-
-
-# The pipeline's rows: the row itself, then its DPO and IOPO sides.
-PIPELINE_SIDES = (
-    FailureSide("status", "failed", "reason"),
-    FailureSide("dpo_status", "failed", "dpo_reason", "respond"),
-    FailureSide("iopo_status", "failed", "iopo_reason", "perturb"),
-)
-
-
-def is_transient(reason: str | None) -> bool:
-    return bool(reason) and (reason in TRANSIENT_REASONS or _SERVER_ERROR.fullmatch(reason) is not None)
+from trace_builder.llm.reasons import is_transient
+from trace_builder.pipeline.failures import PIPELINE_SIDES, FailureSide
+from trace_builder.run.store import StageStore, shard_name
 
 
 def retryable_rows(store: StageStore, index: int, sides: tuple[FailureSide, ...] = PIPELINE_SIDES) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import random
 import time
 from collections import Counter
@@ -11,21 +10,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trace_builder import __version__
 from trace_builder.config import RunConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.factory import make_backend
+from trace_builder.llm.reasons import ANSWER, is_transient
 from trace_builder.llm.roles import (
     GENERATOR,
     ROLES,
     RoleClients,
-    cost_of,
     open_role_clients,
-    role_of,
     total_concurrency,
-    usage_by_role,
 )
 from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
@@ -39,14 +35,14 @@ from trace_builder.pipeline.registry import (
     stage_schema,
     stages_from,
 )
-from trace_builder.pipeline.retry import ANSWER_REASONS, is_transient, reopen_retryable, retryable_by_shard
+from trace_builder.pipeline.retry import reopen_retryable
 from trace_builder.pipeline.stage import Stage
-from trace_builder.progress import PipelineProgress
 from trace_builder.prompts import prompts_digest
-from trace_builder.redact import redact
-from trace_builder.rundir import open_run_dir
-from trace_builder.runlock import RunLock, is_held, read_holder
-from trace_builder.store import StageStore, read_json, verified_parts, write_json_atomic
+from trace_builder.report.status import per_train_row
+from trace_builder.run.lifecycle import holding, read_run_record, stale_stages, write_run_record
+from trace_builder.run.progress import PipelineProgress
+from trace_builder.run.redact import redact
+from trace_builder.run.store import StageStore, verified_parts
 
 
 @dataclass
@@ -67,15 +63,14 @@ def check_fingerprints(run_dir: Path, stages: list[Stage], fingerprints: dict[st
         for later in stages_from(stages[0].name):
             StageStore(run_dir, later.name).clear()
         return
-    for stage in stages:
-        store = StageStore(run_dir, stage.name)
-        if store.fingerprint and store.fingerprint != fingerprints[stage.name] and stage.rebuilt_on_change:
-            store.clear()  # asks nothing and nothing reads it: rebuilt with the new settings
-        elif store.fingerprint and store.fingerprint != fingerprints[stage.name]:
-            raise UserError(
-                f"{run_dir}/{stage.name} was built with a different config (or prompts); rerun with --fresh to "
-                f"rebuild from '{stage.name}' (the LLM cache is kept), or choose another --out"
-            )
+    for name in stale_stages(run_dir, [stage.name for stage in stages], fingerprints):
+        if get_stage(name).rebuilt_on_change:
+            StageStore(run_dir, name).clear()  # asks nothing and nothing reads it: rebuilt with the new settings
+            continue
+        raise UserError(
+            f"{run_dir}/{name} was built with a different config (or prompts); rerun with --fresh to "
+            f"rebuild from '{name}' (the LLM cache is kept), or choose another --out"
+        )
 
 
 def _reopen_retryable(run_dir: Path, stages: list[Stage], config: RunConfig, console: Console) -> None:
@@ -102,21 +97,14 @@ _FROM_SERVER = ("structured_output", "probe", "servers")
 
 
 def _write_run_json(run_dir: Path, config: RunConfig, fingerprints: dict[str, str]) -> None:
-    previous = read_json(run_dir / "run.json") or {}
-    write_json_atomic(
-        run_dir / "run.json",
-        {
-            **{key: previous[key] for key in _FROM_SERVER if key in previous},
-            "trace_build": __version__,
-            "python": platform.python_version(),
-            "profile": config.profile,
-            "settings": config.describe(),
-            "config": redact(config.model_dump(mode="json", exclude={"backend": {"api_key"}})),
-            "fingerprints": fingerprints,
-            "prompts_digest": prompts_digest(),  # for the dataset card
-            "updated": time.time(),
-        },
-    )
+    record = {
+        "profile": config.profile,
+        "settings": config.describe(),
+        "config": redact(config.model_dump(mode="json", exclude={"backend": {"api_key"}})),
+        "fingerprints": fingerprints,
+        "prompts_digest": prompts_digest(),  # for the dataset card
+    }
+    write_run_record(run_dir, record, keep=_FROM_SERVER)
 
 
 def _validate_taxonomy(config: RunConfig) -> None:
@@ -160,10 +148,8 @@ def _tops_up(config: RunConfig, run_dir: Path, group: list[Stage], stores: dict[
 async def run_pipeline(config: RunConfig, run_dir: Path, stage_names: list[str], **options) -> RunSummary:
     """Run `stage_names` over `run_dir` (options: see `_run_locked`), holding the run directory's
     lock throughout: a second run on the same folder fails at once, naming this one."""
-    run_dir = Path(run_dir)
-    open_run_dir(run_dir)
-    with RunLock(run_dir):
-        return await _run_locked(config, run_dir, stage_names, **options)
+    with holding(run_dir) as held:
+        return await _run_locked(config, held, stage_names, **options)
 
 
 async def _run_locked(
@@ -242,7 +228,7 @@ async def _run_locked(
 
 def _write_card(run_dir: Path, console: Console) -> None:
     """final/README.md. The data is complete without it: a failure here is a warning, not a failed run."""
-    from trace_builder.card import write_card
+    from trace_builder.report.card import write_card
 
     try:
         write_card(run_dir)
@@ -270,10 +256,10 @@ async def _open_client(config: RunConfig, run_dir: Path, console: Console, make=
             console.print(f"structured output{who}: {dialect}" + (f" ({note})" if note else ""), highlight=False)
 
     clients = await open_role_clients(config, RequestCache(run_dir / "cache.sqlite"), make, opened)
-    run = read_json(run_dir / "run.json") or {}
     generator = servers.get(GENERATOR, {})
     recorded = dict(zip(_FROM_SERVER, (generator.get("structured_output"), generator.get("probe"), servers)))
-    write_json_atomic(run_dir / "run.json", {**run, **recorded})
+    record = read_run_record(run_dir)
+    write_run_record(run_dir, {**{k: v for k, v in record.items() if k not in _FROM_SERVER}, **recorded})
     return clients
 
 
@@ -377,7 +363,7 @@ def failed_on_requests(summary: RunSummary) -> bool:
     if sum(summary.final_rows.values()) or not summary.failure_reasons:
         return False
     reasons = [key.split(": ", 1)[-1] for key in summary.failure_reasons]
-    return all((is_transient(r) and r not in ANSWER_REASONS) or r.startswith("http_") for r in reasons)
+    return all((is_transient(r) and r not in ANSWER) or r.startswith("http_") for r in reasons)
 
 
 def describe_summary(summary: RunSummary, console: Console) -> None:
@@ -398,130 +384,3 @@ def describe_summary(summary: RunSummary, console: Console) -> None:
     console.print(
         f"[bold]files:[/bold] {summary.run_dir / 'final'}  (inspect with `trace-build status --out {summary.run_dir}`)"
     )
-
-
-def stage_rows(run_dir: Path) -> list[dict]:
-    """One line per stage for `trace-build status`."""
-    table = []
-    for name in STAGE_NAMES:
-        store = StageStore(run_dir, name)
-        usage = store.manifest.get("usage") or {}
-        table.append(
-            {
-                "stage": name,
-                "status": store.status,
-                "shards": f"{len(store.manifest['shards'])}/{store.manifest.get('total_shards') or '?'}",
-                "rows": store.rows_written(),
-                "failed": sum((store.manifest.get("failures") or {}).values()),
-                "requests": usage.get("requests", 0),
-                "cached": usage.get("cache_hits", 0),
-                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-                "secs": round(store.manifest.get("elapsed_s", 0.0), 1),
-            }
-        )
-    return table
-
-
-def run_state_lines(run_dir: Path) -> list[str]:
-    """Whether a run holds the folder now, and how many rows a plain rerun would re-ask."""
-    lines = []
-    holder = read_holder(run_dir)
-    if is_held(run_dir):
-        lines.append(f"running now: {holder.describe() if holder else 'a run is starting'}")
-    cap = ((read_json(run_dir / "run.json") or {}).get("config") or {}).get("transient_retries", 2)
-    retryable = {}
-    for name in STAGE_NAMES:
-        store = StageStore(run_dir, name)
-        tried = store.manifest.get("retries") or {}
-        found = retryable_by_shard(store, verify=False)
-        retryable[name] = sum(n for index, n in found.items() if tried.get(str(index), 0) < cap)
-    if any(retryable.values()):
-        where = ", ".join(f"{name} {n}" for name, n in retryable.items() if n)
-        lines.append(
-            f"retryable: {sum(retryable.values())} rows failed for a transient reason ({where}); "
-            "a plain rerun re-asks them"
-        )
-    return lines
-
-
-def run_usage_by_task(run_dir: Path) -> dict[str, dict[str, int]]:
-    """What every task of the run asked so far (manifests: finished sessions), summed over stages."""
-    total: dict[str, dict[str, int]] = {}
-    for name in STAGE_NAMES:
-        for tag, usage in (StageStore(run_dir, name).manifest.get("usage_by_task") or {}).items():
-            into = total.setdefault(tag, {})
-            for key, value in usage.items():
-                into[key] = into.get(key, 0) + value
-    return total
-
-
-def per_train_row(run_dir: Path) -> str | None:
-    """Requests, tokens and cost per kept train row (sft), over everything the run asked."""
-    rows = (StageStore(run_dir, "filter").manifest.get("final_rows") or {}).get("sft")
-    if not rows:
-        return None
-    by_task = run_usage_by_task(run_dir)
-    requests = sum(u.get("requests", 0) for u in by_task.values())
-    tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in by_task.values())
-    config = RunConfig.model_validate((read_json(run_dir / "run.json") or {}).get("config") or {})
-    cost = cost_of(by_task, config)
-    money = f", ${cost / rows:,.4f}" if cost is not None else ""
-    return f"per kept train row: {requests / rows:,.1f} requests, {tokens / rows:,.0f} tokens{money} ({rows} rows)"
-
-
-def role_lines(run_dir: Path) -> list[str]:
-    """Requests, tokens and cost per role (and the model behind it), for `status`."""
-    run = read_json(run_dir / "run.json") or {}
-    config = RunConfig.model_validate(run.get("config") or {})
-    by_task = run_usage_by_task(run_dir)
-    parts = []
-    for role, usage in sorted(usage_by_role(by_task).items(), key=lambda item: ROLES.index(item[0])):
-        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-        cost = cost_of({t: u for t, u in by_task.items() if role_of(t) == role}, config)
-        money = f", ${cost:,.2f}" if cost is not None else ""
-        parts.append(
-            f"{role} ({config.backend_for(role).model}) {usage.get('requests', 0):,} requests, {tokens:,} tokens{money}"
-        )
-    return [f"by role: {'; '.join(parts)}"] if parts else []
-
-
-def run_details(run_dir: Path) -> list[str]:
-    """What `status` prints under its table: a run in progress, retryable rows, quota fill, per-stage
-    figures, tokens per task."""
-    lines = [*run_state_lines(run_dir), *role_lines(run_dir)]
-    if (line := per_train_row(run_dir)) is not None:
-        lines.append(line)
-    seeds = StageStore(run_dir, "seeds").manifest
-    for side, by_count in (seeds.get("quota") or {}).items():
-        fill = ", ".join(f"{c}: {q['usable']}/{q['need']}" for c, q in by_count.items())
-        lines.append(f"quota fill, {side} (usable/needed by constraint count): {fill}")
-    if seeds.get("quota"):
-        by_side = ", ".join(f"{side} {n}" for side, n in (seeds.get("seeds_by_side") or {}).items())
-        lines.append(f"seeds admitted: {seeds.get('admitted', 0)} rows ({by_side} seeds)")
-    dropped = {
-        where: ", ".join(
-            f"{name} {n}" for name, n in (StageStore(run_dir, stage).manifest.get("decontaminated") or {}).items()
-        )
-        for where, stage in (("seeds", "seeds"), ("final rows", "filter"))
-    }
-    if any(dropped.values()):
-        lines.append(
-            "overlapping a known eval set, dropped: " + "; ".join(f"{w}: {d}" for w, d in dropped.items() if d)
-        )
-    final_sides = StageStore(run_dir, "filter").manifest.get("seeds_by_side")
-    if final_sides:
-        lines.append(
-            f"final seeds: train {final_sides['train']}, eval {final_sides['eval']}, on both sides {final_sides['both']}"
-        )
-    for name in STAGE_NAMES:
-        manifest = StageStore(run_dir, name).manifest
-        details = [f"  {key}: {value}" for key, value in (manifest.get("summary") or {}).items()]
-        for task, usage in (manifest.get("usage_by_task") or {}).items():
-            tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-            details.append(
-                f"  {task}: {usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached, {tokens:,} tokens"
-            )
-        details += [f"  {note}" for note in manifest.get("notes") or []]
-        if details:
-            lines += [f"{name}:", *details]
-    return lines

@@ -15,6 +15,7 @@ from trace_builder.pipeline.decontaminate import decontaminator, file_digest
 from trace_builder.pipeline.decontaminate import settings as decontamination_settings
 from trace_builder.pipeline.stage import Stage, model_settings
 from trace_builder.prompts import render_messages
+from trace_builder.run.store import StageStore
 from trace_builder.seeds import (
     Seed,
     dedupe_seeds,
@@ -23,7 +24,6 @@ from trace_builder.seeds import (
     seed_id,
     select_seeds,
 )
-from trace_builder.store import StageStore
 
 log = logging.getLogger("trace_builder")
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from trace_builder.config import RunConfig
     from trace_builder.pipeline.context import StageContext
-    from trace_builder.store import StageStore
+    from trace_builder.run.store import StageStore
 
 Row = dict
 RowFn = Callable[["StageContext", Row], Awaitable[Row]]

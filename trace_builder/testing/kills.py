@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from trace_builder.store import read_manifest
+from trace_builder.run.store import read_manifest
 
 Condition = Callable[[Path], bool]
 

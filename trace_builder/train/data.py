@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from trace_builder.chat_format import PLAIN_CHAT_TEMPLATE, has_chat_template
 from trace_builder.errors import UserError
-from trace_builder.store import verified_parts, verify_part
+from trace_builder.run.store import verified_parts, verify_part
 
 # What each method reads; the rest of the final schema is carried but unused.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {

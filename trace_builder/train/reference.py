@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from trace_builder.run.store import write_table_atomic
 from trace_builder.train.data import PAIRINGS, IOPOExample
 
 REFERENCE_FILE = "reference_logps.parquet"
@@ -46,11 +46,7 @@ def save_reference(path: Path, logps: dict[str, tuple[float, ...]], fingerprint_
     columns = {"id": pa.array(ids, pa.string())}
     for i, name in enumerate(PAIRINGS):
         columns[name] = pa.array([logps[k][i] for k in ids], pa.float64())
-    table = pa.table(columns).replace_schema_metadata({_FINGERPRINT_KEY: fingerprint_.encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table_atomic(path, pa.table(columns).replace_schema_metadata({_FINGERPRINT_KEY: fingerprint_.encode()}))
 
 
 def load_reference(path: Path, fingerprint_: str) -> dict[str, tuple[float, ...]] | None:

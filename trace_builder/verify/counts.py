@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from trace_builder.verify import text
+from trace_builder.verify import units
 from trace_builder.verify.registry import CountBounds, Params, Verdict, register, within_bounds
 
 
@@ -18,7 +18,7 @@ from trace_builder.verify.registry import CountBounds, Params, Verdict, register
     "词数（每个汉字算一个词，每个拉丁单词算一个；标点不计）",
 )
 def check_word_count(response: str, **bounds: int | None) -> Verdict:
-    return within_bounds(text.count_words(response), "words", **bounds)
+    return within_bounds(units.count_words(response), "words", **bounds)
 
 
 class CharCountParams(CountBounds):
@@ -33,7 +33,7 @@ class CharCountParams(CountBounds):
     "字符数（字数），默认不计空白字符；include_whitespace 为 true 时计入空白",
 )
 def check_char_count(response: str, include_whitespace: bool = False, **bounds: int | None) -> Verdict:
-    return within_bounds(text.count_chars(response, include_whitespace), "characters", **bounds)
+    return within_bounds(units.count_chars(response, include_whitespace), "characters", **bounds)
 
 
 @register(
@@ -44,7 +44,7 @@ def check_char_count(response: str, include_whitespace: bool = False, **bounds: 
     "句子数（以 . ! ? 。！？ 或换行结束）",
 )
 def check_sentence_count(response: str, **bounds: int | None) -> Verdict:
-    return within_bounds(text.count_sentences(response), "sentences", **bounds)
+    return within_bounds(units.count_sentences(response), "sentences", **bounds)
 
 
 class ParagraphCountParams(CountBounds):
@@ -61,7 +61,7 @@ class ParagraphCountParams(CountBounds):
     '段落数，以空行分隔；separator="divider" 时以 *** 分隔线分隔',
 )
 def check_paragraph_count(response: str, separator: str = "blank_line", **bounds: int | None) -> Verdict:
-    return within_bounds(len(text.paragraphs(response, separator)), "paragraphs", **bounds)
+    return within_bounds(len(units.paragraphs(response, separator)), "paragraphs", **bounds)
 
 
 class SentenceLengthParams(Params):
@@ -85,15 +85,15 @@ class SentenceLengthParams(Params):
     "每个句子的词数在 min_words 与 max_words 之间（汉字按字计）",
 )
 def check_sentence_length(response: str, min_words: int | None = None, max_words: int | None = None) -> Verdict:
-    found = text.sentences(response)
+    found = units.sentences(response)
     if not found:
         return Verdict(False, "no sentences")
     for index, sentence in enumerate(found, start=1):
-        length = text.count_words(sentence)
+        length = units.count_words(sentence)
         if (min_words is not None and length < min_words) or (max_words is not None and length > max_words):
             bound = f"at least {min_words}" if min_words is not None and length < min_words else f"at most {max_words}"
             return Verdict(False, f"sentence {index} has {length} words, expected {bound}: {_clip(sentence)}")
-    lengths = [text.count_words(s) for s in found]
+    lengths = [units.count_words(s) for s in found]
     return Verdict(True, f"{len(found)} sentences of {min(lengths)}..{max(lengths)} words")
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from trace_builder.verify.registry import CountBounds, Params, Verdict, register, within_bounds
-from trace_builder.verify.text import CJK_CHAR
+from trace_builder.verify.units import CJK_CHAR
 
 Keyword = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 from pydantic import Field, field_validator
 
-from trace_builder.verify import text
+from trace_builder.verify import units
 from trace_builder.verify.registry import Params, Verdict, register
 
 # The languages TRACE-style data is mostly written in: always candidates. A check for another
@@ -108,8 +108,8 @@ def detect_language(response: str, expected: str | None = None) -> str | None:
 
     `expected` (a language a check asks for) joins the candidates, with its near relatives.
     """
-    prose = text.prose_only(response)
-    length = text.count_chars(prose)
+    prose = units.prose_only(response)
+    length = units.count_chars(prose)
     if length == 0 or not any(char.isalpha() for char in prose):
         return None
     by_script = script_language(prose)

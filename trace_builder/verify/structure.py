@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from trace_builder.verify import text
+from trace_builder.verify import units
 from trace_builder.verify.keywords import is_spaced_word_char
 from trace_builder.verify.registry import (
     CountBounds,
@@ -32,7 +32,7 @@ class JsonParams(Params):
 
 
 def _fenced_bodies(response: str) -> list[str]:
-    return [body for _, body in text.code_blocks(response)]
+    return [body for _, body in units.code_blocks(response)]
 
 
 # The whole response is one ``` or ```json block: IFEval's strict JSON check strips that fence
@@ -88,7 +88,7 @@ class TableParams(Params):
     "包含 markdown 表格（表头、|---| 分隔行、数据行），数据行不少于 min_rows，列数不少于 min_columns",
 )
 def check_markdown_table(response: str, min_tables: int = 1, min_rows: int = 1, min_columns: int = 1) -> Verdict:
-    tables = text.markdown_tables(response)
+    tables = units.markdown_tables(response)
     good = [(rows, cols) for rows, cols in tables if rows >= min_rows and cols >= min_columns]
     shapes = ", ".join(f"{rows}x{cols}" for rows, cols in tables) or "none"
     detail = (
@@ -113,7 +113,7 @@ class HeadingCountParams(CountBounds):
     "markdown # 标题的数量（可只计某一级：1 = #，2 = ##，...）",
 )
 def check_heading_count(response: str, level: int | None = None, **bounds: int | None) -> Verdict:
-    found = [lvl for lvl, _ in text.headings(response) if level is None or lvl == level]
+    found = [lvl for lvl, _ in units.headings(response) if level is None or lvl == level]
     noun = "headings" if level is None else f"level-{level} headings"
     return within_bounds(len(found), noun, **bounds)
 
@@ -141,7 +141,7 @@ class HeadingLevelsParams(Params):
 def check_heading_levels(
     response: str, min_levels: int | None = None, max_level: int | None = None, no_skipped_levels: bool = False
 ) -> Verdict:
-    levels = [lvl for lvl, _ in text.headings(response)]
+    levels = [lvl for lvl, _ in units.headings(response)]
     if not levels:
         return Verdict(False, "no markdown headings")
     distinct = sorted(set(levels))
@@ -169,7 +169,7 @@ def check_heading_levels(
     "编号列表项数（形如 “1. x”、“1) x”、“1、x”、“(1) x”、“一、x” 的行）",
 )
 def check_numbered_list_items(response: str, **bounds: int | None) -> Verdict:
-    return within_bounds(len(text.numbered_items(response)), "numbered items", **bounds)
+    return within_bounds(len(units.numbered_items(response)), "numbered items", **bounds)
 
 
 @register(
@@ -180,7 +180,7 @@ def check_numbered_list_items(response: str, **bounds: int | None) -> Verdict:
     "无序列表项数（以 “- ”、“* ”、“+ ” 或 “• ” 开头的行）",
 )
 def check_bullet_list_items(response: str, **bounds: int | None) -> Verdict:
-    return within_bounds(len(text.bullet_items(response)), "bullet items", **bounds)
+    return within_bounds(len(units.bullet_items(response)), "bullet items", **bounds)
 
 
 class ItemLengthParams(Params):
@@ -210,12 +210,12 @@ def check_list_item_length(
 ) -> Verdict:
     items = []
     if list_type in ("any", "numbered"):
-        items += text.numbered_items(response)
+        items += units.numbered_items(response)
     if list_type in ("any", "bullet"):
-        items += text.bullet_items(response)
+        items += units.bullet_items(response)
     if not items:
         return Verdict(False, "no list items")
-    measure = text.count_words if unit == "words" else text.count_chars
+    measure = units.count_words if unit == "words" else units.count_chars
     for item in items:
         length = measure(item)
         if (min is not None and length < min) or (max is not None and length > max):
@@ -242,7 +242,7 @@ class CodeBlockParams(Params):
     "至少包含 min_count 个 ``` 代码块（可指定语言标记）",
 )
 def check_code_block(response: str, min_count: int = 1, language: str | None = None) -> Verdict:
-    blocks = text.code_blocks(response)
+    blocks = units.code_blocks(response)
     if language is not None:
         blocks = [b for b in blocks if b[0] == language.lower()]
     noun = "code blocks" if language is None else f"{language} code blocks"
@@ -279,7 +279,7 @@ def opens_with(line: str, word: str, case_sensitive: bool = True) -> bool:
     "以 marker（完整的词）开头的行（如 “SECTION 1”、“第1部分”）开启的部分数；区分大小写，允许前面有 #、** 或引号",
 )
 def check_section_count(response: str, marker: str, **bounds: int | None) -> Verdict:
-    count = sum(1 for line in text.lines_outside_code(response) if opens_with(line, marker.strip()))
+    count = sum(1 for line in units.lines_outside_code(response) if opens_with(line, marker.strip()))
     return within_bounds(count, f"sections opened by {marker!r}", **bounds)
 
 
@@ -304,7 +304,7 @@ class ParagraphFirstWordParams(Params):
     "第 nth 段（以空行分段，1 为第一段）以 first_word 开头（不区分大小写）；可要求恰好 paragraphs 段",
 )
 def check_paragraph_first_word(response: str, first_word: str, nth: int, paragraphs: int | None = None) -> Verdict:
-    found = text.paragraphs(response)
+    found = units.paragraphs(response)
     if paragraphs is not None and len(found) != paragraphs:
         return Verdict(False, f"{len(found)} paragraphs, expected exactly {paragraphs}")
     if nth > len(found):
@@ -379,7 +379,7 @@ def check_title(
     title = next(group for group in match.groups() if group is not None)
     if exact_length is None and min_length is None and max_length is None:
         return Verdict(True, f"title {title!r}")
-    length = text.count_chars(title, include_whitespace)
+    length = units.count_chars(title, include_whitespace)
     verdict = within_bounds(length, "characters", min_length, max_length, exact_length)
     return Verdict(verdict.passed, f"title {title!r}: {verdict.detail}")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import regex
 from pydantic import Field, StringConstraints
 
-from trace_builder.verify import text
+from trace_builder.verify import units
 from trace_builder.verify.registry import (
     CountBounds,
     MinCountParams,
@@ -91,7 +91,7 @@ def is_capital_word(word: str) -> bool:
     "全大写单词的数量（如 “NOTE”、“AI”）",
 )
 def check_capital_word_count(response: str, **bounds: int | None) -> Verdict:
-    count = sum(1 for word in text.words(response) if is_capital_word(word))
+    count = sum(1 for word in units.words(response) if is_capital_word(word))
     return within_bounds(count, "all-capital words", **bounds)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from trace_builder.store import read_parquet_dir
+from trace_builder.run.store import read_parquet_dir
 from trace_builder.taxonomy import (
     EVAL_COUNT_HISTOGRAM,
     EVAL_DIMENSION_COUNTS,

@@ -1,11 +1,12 @@
-"""What a path given as a run directory is: a run, a file, a stage folder, or some other folder."""
+"""A run folder: what a path given as one is (a run, a file, a stage folder, some other folder), and where
+things beside the stages live in it (the plan)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from trace_builder.errors import UserError
-from trace_builder.store import LEGACY_MANIFEST, MANIFESTS
+from trace_builder.run.store import LEGACY_MANIFEST, MANIFESTS
 
 
 def is_run_dir(path: Path) -> bool:
@@ -46,3 +47,12 @@ def check_run_dir(run_dir: Path) -> None:
         else "pass --out with a run folder made by `trace-build run`"
     )
     raise UserError(f"{run_dir} {what_it_is(run_dir)}: {hint}")
+
+
+def plan_dir(run_dir: Path) -> Path:
+    """Where `plan` keeps its pilot and its result, inside the run folder."""
+    return Path(run_dir) / "plan"
+
+
+def plan_path(run_dir: Path) -> Path:
+    return plan_dir(run_dir) / "plan.json"

@@ -10,8 +10,8 @@ from typing import Any
 from trace_builder.errors import UserError
 from trace_builder.evaluate.report import dimension_label
 from trace_builder.evaluate.results import plain_rows
-from trace_builder.inspect_data import load_frame
 from trace_builder.records import FULL_MARKS
+from trace_builder.report.inspect import load_frame
 
 # The texts a row may carry, in reading order, with the name the viewer gives them.
 TEXT_COLUMNS = (

@@ -23,7 +23,7 @@ from trace_builder.config import RunConfig
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.roles import cost_of, priced
 from trace_builder.pipeline.failures import row_failure
-from trace_builder.store import read_json, write_json_atomic
+from trace_builder.run.store import read_json, write_json_atomic
 
 _REFRESH_S = 0.25
 _SNAPSHOT_S = 2.0
@@ -242,9 +242,9 @@ class PipelineProgress:
 def planned_requests(run_dir: Path) -> tuple[int, int] | None:
     """(requests `plan` projected for this run, requests and cache hits its stages counted before
     this session), when the plan was made for the run's settings."""
-    from trace_builder.estimate import plan_path
     from trace_builder.pipeline.registry import STAGE_NAMES
-    from trace_builder.store import StageStore
+    from trace_builder.run.folder import plan_path
+    from trace_builder.run.store import StageStore
 
     plan, run = read_json(plan_path(run_dir)) or {}, read_json(Path(run_dir) / "run.json") or {}
     if not plan.get("requests") or plan.get("settings") != run.get("settings"):
@@ -344,7 +344,7 @@ def status_lines(
 def run_status_lines(run_dir: Path) -> list[str]:
     """`status_lines` for a run folder: its stages' manifests, and prices from its run.json."""
     from trace_builder.pipeline.registry import STAGE_NAMES
-    from trace_builder.store import StageStore
+    from trace_builder.run.store import StageStore
 
     config = RunConfig.model_validate((read_json(Path(run_dir) / "run.json") or {}).get("config") or {})
     stages = {}

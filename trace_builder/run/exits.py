@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from trace_builder.redact import redact_text
+from trace_builder.run.redact import redact_text
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it

@@ -20,11 +20,13 @@ import yaml
 
 from trace_builder.config import RunConfig
 from trace_builder.errors import UserError
-from trace_builder.fidelity import fidelity_report
-from trace_builder.inspect_data import stats
+from trace_builder.llm.roles import ROLES, cost_of, role_of, usage_by_role
 from trace_builder.pipeline.registry import STAGE_NAMES, stage_fingerprints
 from trace_builder.prompts import prompts_digest
-from trace_builder.store import StageStore, read_json, read_parquet_dir
+from trace_builder.report.fidelity import fidelity_report
+from trace_builder.report.inspect import stats
+from trace_builder.report.status import per_train_row, run_usage_by_task
+from trace_builder.run.store import StageStore, read_json, read_parquet_dir
 from trace_builder.taxonomy import DIMENSION_IDS, EVAL_COUNT_HISTOGRAM, TRAIN_COUNT_HISTOGRAM, TYPES
 
 # Final dataset -> the split it is published as (eval is the held-out test set).
@@ -416,17 +418,12 @@ def collect(run_dir: Path) -> dict[str, Any]:
 
 
 def _per_train_row(run_dir: Path) -> str | None:
-    from trace_builder.pipeline.runner import per_train_row
-
     line = per_train_row(run_dir)
     return None if line is None else f"Spent {line.removeprefix('per kept train row: ')} per kept train row."
 
 
 def _roles(run_dir: Path, config: RunConfig) -> list[dict[str, Any]]:
     """Each role's model and what it asked (requests, tokens, cost at its prices)."""
-    from trace_builder.llm.roles import ROLES, cost_of, role_of, usage_by_role
-    from trace_builder.pipeline.runner import run_usage_by_task
-
     by_task = run_usage_by_task(run_dir)
     used = usage_by_role(by_task)
     out = []

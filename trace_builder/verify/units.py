@@ -1,4 +1,4 @@
-"""Counting and normalisation helpers shared by the checkers (words, characters, sentences, markdown).
+"""Counting units shared by the checkers: words, characters, sentences, paragraphs, markdown lines and blocks.
 
 Counting rules (the checkers and the prompt catalogue rely on these; keep them in sync):
 

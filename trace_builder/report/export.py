@@ -10,7 +10,7 @@ import pandas as pd
 
 from trace_builder.errors import UserError
 from trace_builder.records import FINAL_SCHEMAS, SYSTEM_PROMPT, build_user_prompt, number_constraints
-from trace_builder.store import read_parquet_dir
+from trace_builder.run.store import atomic_file, read_parquet_dir
 from trace_builder.taxonomy import dimension_for_label
 from trace_builder.train.data import dpo_records, sft_records
 
@@ -36,14 +36,11 @@ def load_split(run_dir: Path, name: str) -> pd.DataFrame:
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-    tmp.replace(path)
     return count
 
 

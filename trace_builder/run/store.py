@@ -8,6 +8,7 @@ which is still read, and moved on the next save).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -17,6 +18,7 @@ import re
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +56,17 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_table_atomic(path: Path, table: pa.Table | pd.DataFrame) -> None:
-    """Write Parquet to a temp name beside `path`, then rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; renamed onto `path` when the block ends without an error,
+    removed when it does not: readers never see half a file. Every file trace-build writes goes
+    through here (a model folder, renamed whole, is the one exception: llm/model_files.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(table, pd.DataFrame):
-        table = pa.Table.from_pandas(table, preserve_index=False)
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        yield Path(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -71,6 +74,14 @@ def write_table_atomic(path: Path, table: pa.Table | pd.DataFrame) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_table_atomic(path: Path, table: pa.Table | pd.DataFrame) -> None:
+    """Write Parquet to a temp name beside `path`, then rename (`atomic_file`)."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def with_path(exc: OSError, path: Path) -> OSError:
@@ -83,16 +94,8 @@ def with_path(exc: OSError, path: Path) -> OSError:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=2, default=str)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
