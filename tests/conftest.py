@@ -64,3 +64,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def quick_train_config(method: str, data, model, output, **overrides):
+    """A training config for a few CPU steps on a small dataset: every step logged, a constant rate."""
+    from trace_builder.train.config import load_config
+
+    settings = dict(
+        data=str(data),
+        model=str(model),
+        output=str(output),
+        max_steps=12,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        max_length=128,
+        num_train_epochs=1,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        device="cpu",
+    )
+    return load_config(method, **{**settings, **overrides})

@@ -59,21 +59,20 @@ def test_the_probe_picks_the_first_dialect_the_server_honours(speaks, chosen, sa
         assert server.stats_snapshot()["requests"] == 0  # the probe is not one of the run's requests
 
 
-def test_a_run_asks_in_the_dialect_the_probe_chose_and_records_it(tmp_path):
-    with ScriptedServer(respond, dialects=("json_object", "prompt")) as server:
+@pytest.mark.parametrize(
+    ("speaks", "flags", "chosen"),
+    [
+        (("json_object", "prompt"), (), "json_object"),  # probed: the first dialect the server keeps to
+        (("prompt",), ("--structured-output", "prompt"), "prompt"),  # chosen: data built on validation alone
+    ],
+)
+def test_a_run_asks_in_its_dialect_and_records_it(tmp_path, speaks, flags, chosen):
+    with ScriptedServer(respond, dialects=speaks) as server:
         config = write_config(tmp_path / "c.yaml", server.base_url, limit=8)
-        done = cli("run", "--config", config, "--out", str(tmp_path / "run"))
+        done = cli("run", "--config", config, "--out", str(tmp_path / "run"), *flags)
     assert done.returncode == 0, done.stderr
-    assert "structured output: json_object (probed in" in done.stderr
-    assert read_json(tmp_path / "run" / "run.json")["structured_output"] == "json_object"
-    assert len(read_parquet_dir(tmp_path / "run" / "final" / "sft")) > 0
-
-
-def test_the_prompt_dialect_builds_data_on_validation_alone(tmp_path):
-    with ScriptedServer(respond, dialects=("prompt",)) as server:
-        config = write_config(tmp_path / "c.yaml", server.base_url, limit=8)
-        done = cli("run", "--config", config, "--out", str(tmp_path / "run"), "--structured-output", "prompt")
-    assert done.returncode == 0, done.stderr
+    assert ("structured output: json_object (probed in" in done.stderr) == (not flags)
+    assert read_json(tmp_path / "run" / "run.json")["structured_output"] == chosen
     assert len(read_parquet_dir(tmp_path / "run" / "final" / "sft")) > 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -87,22 +88,28 @@ def test_known_judgements_give_known_metrics(servers, data, tmp_path):
     assert "<script" not in page and "<link" not in page
 
 
-def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
-    out = tmp_path / "eval"
-    config = scripted_config(servers[0].base_url, servers[1].base_url, concurrency=2, chunk_size=2)
+def _judge_crashing_on_e_once(written: Path):
+    """The judge, but item E's judgement raises once `written` exists (waiting for it a while)."""
 
     async def crashing_judge(*args, **kwargs):
-        if "[judge-fail]" in kwargs["description"]:  # item E, in the third chunk
-            # Crash only once the first chunk is on disk, so the run dies half done.
+        if "[judge-fail]" in kwargs["description"]:
             for _ in range(1000):
-                if (out / "judgements" / "part-00000.parquet").exists():
+                if written.exists():
                     break
                 await asyncio.sleep(0.01)
             raise RuntimeError("simulated crash")
         return await judge_response(*args, **kwargs)
 
+    return crashing_judge
+
+
+def test_interrupted_eval_resumes_without_reasking(servers, data, tmp_path):
+    out = tmp_path / "eval"
+    config = scripted_config(servers[0].base_url, servers[1].base_url, concurrency=2, chunk_size=2)
+
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _run(data, out, config, judge_fn=crashing_judge)
+        # Item E is in the third chunk: crash once the first is on disk, so the run dies half done.
+        _run(data, out, config, judge_fn=_judge_crashing_on_e_once(out / "judgements" / "part-00000.parquet"))
     written = sorted(p.name for p in (out / "judgements").glob("part-*.parquet"))
     assert "part-00000.parquet" in written and "part-00002.parquet" not in written
     cache = RequestCache(out / "cache.sqlite")
@@ -136,17 +143,9 @@ def test_resume_judges_from_stored_predictions(servers, data, tmp_path):
     out = tmp_path / "eval"
     config = scripted_config(servers[0].base_url, servers[1].base_url, concurrency=2, chunk_size=7)
 
-    async def crashing_judge(*args, **kwargs):
-        if "[judge-fail]" in kwargs["description"]:  # item E: crash once every answer is on disk
-            for _ in range(1000):
-                if (out / "predictions" / "part-00000.parquet").exists():
-                    break
-                await asyncio.sleep(0.01)
-            raise RuntimeError("simulated crash")
-        return await judge_response(*args, **kwargs)
-
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _run(data, out, config, judge_fn=crashing_judge)
+        # Item E: crash once every answer is on disk.
+        _run(data, out, config, judge_fn=_judge_crashing_on_e_once(out / "predictions" / "part-00000.parquet"))
     assert (out / "predictions" / "part-00000.parquet").exists()
     manifest = json.loads(manifest_path(out, "judgements").read_text())
     assert manifest["status"] == "partial" and manifest["shards"] == {}

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pandas as pd
 
 from tests.conftest import write_config
-from trace_builder.run.store import manifest_path, read_parquet_dir
+from tests.test_cli import cli
+from trace_builder.run.store import read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.kills import run_and_kill, shards_written
 from trace_builder.testing.scripted import respond
 
 CONCURRENCY = 8
 
 
-def _cli(config: str, out) -> list[str]:
-    return [sys.executable, "-m", "trace_builder", "run", "--config", config, "--out", str(out)]
+def _run_args(config: str, out) -> list[str]:
+    return ["run", "--config", config, "--out", str(out)]
 
 
 def _finals(out) -> dict[str, pd.DataFrame]:
@@ -28,13 +23,6 @@ def _finals(out) -> dict[str, pd.DataFrame]:
         name: read_parquet_dir(out / "final" / name).sort_values("id").reset_index(drop=True)
         for name in ("sft", "dpo", "iopo", "eval")
     }
-
-
-def _shards_done(out, stage: str) -> int:
-    try:
-        return len(json.loads(manifest_path(out, stage).read_text())["shards"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
 
 
 def test_sigkill_mid_stage_then_resume(tmp_path):
@@ -45,17 +33,12 @@ def test_sigkill_mid_stage_then_resume(tmp_path):
             tmp_path / "c.yaml", server.base_url, limit=48, shard_size=4, concurrency=CONCURRENCY, transient_retries=0
         )
         out = tmp_path / "killed"
-        proc = subprocess.Popen(_cli(config, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while _shards_done(out, "respond") < 3 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed: make it longer"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        killed = run_and_kill(_run_args(config, out), out, shards_written("respond", 3), timeout_s=120)
+        assert killed, "the run finished before it could be killed: make it longer"
         assert not (out / "final").exists()
         before = server.stats_snapshot()
 
-        resumed = subprocess.run(_cli(config, out), capture_output=True, text=True, timeout=300)
+        resumed = cli(*_run_args(config, out), timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         after = server.stats_snapshot()
 
@@ -69,7 +52,7 @@ def test_sigkill_mid_stage_then_resume(tmp_path):
             tmp_path / "c2.yaml", server.base_url, limit=48, shard_size=4, concurrency=CONCURRENCY, transient_retries=0
         )
         clean = tmp_path / "clean"
-        subprocess.run(_cli(config, clean), check=True, capture_output=True, timeout=300)
+        assert cli(*_run_args(config, clean), timeout=300).returncode == 0
 
     killed, reference = _finals(out), _finals(clean)
     for name in reference:

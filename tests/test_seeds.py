@@ -256,53 +256,37 @@ def test_unsupported_suffix(tmp_path, name):
     assert_one_line_error(excinfo, "unsupported type", ".jsonl", ".csv", ".parquet")
 
 
-def test_bad_jsonl_line_number(tmp_path):
-    path = tmp_path / "s.jsonl"
-    path.write_text('{"text": "ok"}\n\n{"text": broken}\n', encoding="utf-8")
+BAD_FILES = {
+    "jsonl line not JSON": (
+        "s.jsonl",
+        '{"text": "ok"}\n\n{"text": broken}\n',
+        ("line 3", "not valid JSON", "fix that line"),
+    ),
+    "jsonl line not an object": (
+        "s.jsonl",
+        '{"text": "ok"}\n["a", "b"]\n',
+        ("line 2", "not an object", "one object per line"),
+    ),
+    "json not a list": ("s.json", '{"text": "not a list"}', ("s.json", "JSON")),
+    "json list of numbers": ("s.json", "[1, 2]", ("s.json", "JSON")),
+    "json cut short": ("s.json", "[{", ("s.json", "JSON")),
+    "csv row with a stray comma": ("s.csv", "text\nWrite a poem.\nWrite, a, story\n", ("line 3", "quote")),
+    "parquet that is not": ("s.parquet", "this is not parquet", ("not a readable Parquet file", "re-export")),
+    "not UTF-8": ("s.jsonl", '{"text": "写一首诗"}\n'.encode("gbk"), ("not UTF-8", "re-save")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_bad_seed_file_is_one_line_naming_the_fix(tmp_path, case):
+    name, content, fragments = BAD_FILES[case]
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError) as excinfo:
         load_seed_file(path)
-    assert_one_line_error(excinfo, "line 3", "not valid JSON", "fix that line")
-
-
-def test_jsonl_line_not_an_object(tmp_path):
-    path = tmp_path / "s.jsonl"
-    path.write_text('{"text": "ok"}\n["a", "b"]\n', encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        load_seed_file(path)
-    assert_one_line_error(excinfo, "line 2", "not an object", "one object per line")
-
-
-@pytest.mark.parametrize("content", ['{"text": "not a list"}', "[1, 2]", "[{"])
-def test_bad_json(tmp_path, content):
-    path = tmp_path / "s.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        load_seed_file(path)
-    assert_one_line_error(excinfo, "s.json", "JSON")
-
-
-def test_bad_csv_row(tmp_path):
-    path = tmp_path / "s.csv"
-    path.write_text("text\nWrite a poem.\nWrite, a, story\n", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        load_seed_file(path)
-    assert_one_line_error(excinfo, "line 3", "quote")
-
-
-def test_bad_parquet(tmp_path):
-    path = tmp_path / "s.parquet"
-    path.write_text("this is not parquet", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        load_seed_file(path)
-    assert_one_line_error(excinfo, "not a readable Parquet file", "re-export")
-
-
-def test_not_utf8(tmp_path):
-    path = tmp_path / "s.jsonl"
-    path.write_bytes('{"text": "写一首诗"}\n'.encode("gbk"))
-    with pytest.raises(UserError) as excinfo:
-        load_seed_file(path)
-    assert_one_line_error(excinfo, "not UTF-8", "re-save")
+    assert_one_line_error(excinfo, *fragments)
 
 
 @pytest.mark.parametrize("suffix", sorted(WRITERS))

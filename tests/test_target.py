@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pandas as pd
 import pytest
 
 from tests.conftest import write_config
+from tests.test_cli import cli
 from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import manifest_path, read_json, read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.kills import POINTS, run_and_kill, shards_written
 from trace_builder.testing.scripted import ScriptedResponder, respond
 
 ALL = ["seeds", "taxonomy", "expand", "respond", "perturb", "filter"]
@@ -205,15 +204,7 @@ def test_cli_names_the_profile_first_and_records_it(tmp_path, scripted_server):
     assert read_json(out / "run.json")["profile"] == "trace"
 
 
-def _shards_done(out, stage: str) -> int:
-    manifest = read_json(manifest_path(out, stage)) or {}
-    return len(manifest.get("shards", {}))
-
-
 def test_a_killed_target_run_resumes_to_the_same_data(tmp_path):
-    def cli(config, out):
-        return [sys.executable, "-m", "trace_builder", "run", "--config", config, "--out", str(out)]
-
     target = "{train_rows: 40, eval_rows: 8}"
     with ScriptedServer(ScriptedResponder(mark_rate=0.85), latency_s=0.02) as server:
         cfg = write_config(
@@ -226,16 +217,13 @@ def test_a_killed_target_run_resumes_to_the_same_data(tmp_path):
             generation=SAMPLED,
         )
         killed = tmp_path / "killed"
-        proc = subprocess.Popen(cli(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while _shards_done(killed, "respond") < 4 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        subprocess.run(cli(cfg, killed), check=True, capture_output=True, timeout=300)
+        args = ["run", "--config", cfg, "--out"]
+        assert run_and_kill([*args, str(killed)], killed, shards_written("respond", 4), timeout_s=120), (
+            "the run finished before it could be killed"
+        )
         clean = tmp_path / "clean"
-        subprocess.run(cli(cfg, clean), check=True, capture_output=True, timeout=300)
+        for out in (killed, clean):
+            assert cli(*args, str(out), timeout=300).returncode == 0
     for name in ("sft", "iopo", "eval"):
         a = read_parquet_dir(killed / "final" / name).sort_values("id").reset_index(drop=True)
         b = read_parquet_dir(clean / "final" / name).sort_values("id").reset_index(drop=True)
@@ -248,9 +236,7 @@ def test_a_full_histogram_target_run_killed_three_times_resumes_to_the_same_rows
     """Quotas up to 15 constraints (300 train / 250 eval), a model-like server (yields falling with the
     count, lists one off, numbers out of bounds, refusals); SIGKILL in the chain, after admission round 2
     and in the filter, each resumed with the same command: the same final rows as an uninterrupted run."""
-    from tests.test_cli import cli
     from trace_builder.run.store import StageStore
-    from trace_builder.testing.kills import POINTS, run_and_kill
 
     with ScriptedServer(ScriptedResponder.model_like(), latency_s=0.002) as server:
         cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=1000, concurrency=32, generation=SAMPLED)
@@ -310,7 +296,6 @@ def test_a_round_cut_short_while_its_shards_were_written_is_planned_again(tmp_pa
 
 
 def test_a_short_run_keeps_tracess_shape_and_a_larger_budget_tops_it_up(tmp_path):
-    from tests.test_cli import cli
     from trace_builder.report.fidelity import fidelity_report
     from trace_builder.run.store import StageStore
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from tests.conftest import quick_train_config
 from trace_builder.testing.tiny import synthetic_rows, write_dataset
-from trace_builder.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +25,15 @@ def test_iopo_lora_steps_on_gemma(gemma_dir, tmp_path):
     rows = synthetic_rows("iopo", 1, prompt_words=10, response_words=9)
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", rows)
     out = tmp_path / "out"
-    config = load_config(
+    config = quick_train_config(
         "iopo",
-        data=str(data),
-        model="gemma3-270m",
-        output=str(out),
+        data,
+        "gemma3-270m",
+        out,
         max_steps=3,
         learning_rate=2e-4,
         per_device_train_batch_size=1,
-        gradient_accumulation_steps=1,
-        logging_steps=1,
         max_length=96,
-        warmup_ratio=0.0,
-        lr_scheduler_type="constant",
-        device="cpu",
         logprob_chunk_tokens=64,
     )
     metrics = run_training(config)

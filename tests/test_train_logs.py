@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import quick_train_config
 from trace_builder.errors import UserError
 from trace_builder.train.config import load_config
 from trace_builder.train.logs import step_line
@@ -44,17 +45,14 @@ def test_training_prints_readable_lines_not_dicts(tmp_path, capsys):
     from trace_builder.train.runner import common_args, run_training
 
     data = write_dataset(tmp_path / "sft", "sft", synthetic_rows("sft", 4))
-    config = load_config(
+    config = quick_train_config(
         "sft",
-        data=str(data),
-        model=str(save_tiny_model(tmp_path / "model")),
-        output=str(tmp_path / "out"),
+        data,
+        save_tiny_model(tmp_path / "model"),
+        tmp_path / "out",
         max_steps=2,
         per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
-        logging_steps=1,
         max_length=64,
-        device="cpu",
         save_merged=False,
     )
     assert common_args(config)["report_to"] == "none"

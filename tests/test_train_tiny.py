@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from tests.conftest import quick_train_config
 from trace_builder.testing.tiny import save_tiny_model, synthetic_rows, write_dataset
-from trace_builder.train.config import load_config
 from trace_builder.train.iopo import IOPOTrainer
 from trace_builder.train.runner import build_iopo_trainer, load_model, load_tokenizer, run_training
 
@@ -18,32 +18,12 @@ def tiny_model(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def _config(method, data, model, output, **extra):
-    settings = dict(
-        data=str(data),
-        model=str(model),
-        output=str(output),
-        max_steps=12,
-        learning_rate=5e-3,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        logging_steps=1,
-        max_length=128,
-        num_train_epochs=1,
-        warmup_ratio=0.0,
-        lr_scheduler_type="constant",
-        device="cpu",
-    )
-    settings.update(extra)
-    return load_config(method, **settings)
-
-
 @pytest.mark.parametrize("method", ["sft", "dpo", "iopo"])
 def test_each_method_trains_and_the_loss_goes_down(method, tiny_model, tmp_path):
     data = write_dataset(tmp_path / "final" / method, method, synthetic_rows(method, 8))
     steps = 30 if method == "iopo" else 12
     out = tmp_path / "out"
-    metrics = run_training(_config(method, data, tiny_model, out, max_steps=steps))
+    metrics = run_training(quick_train_config(method, data, tiny_model, out, max_steps=steps))
 
     assert metrics["steps"] == steps
     assert metrics["final_loss"] < metrics["first_loss"] - 0.05, metrics
@@ -69,7 +49,7 @@ def test_merged_model_equals_base_plus_adapter(tiny_model, tmp_path):
 
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", synthetic_rows("iopo", 8))
     out = tmp_path / "out"
-    run_training(_config("iopo", data, tiny_model, out, max_steps=5, gradient_checkpointing=True))
+    run_training(quick_train_config("iopo", data, tiny_model, out, max_steps=5, gradient_checkpointing=True))
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     adapted = PeftModel.from_pretrained(base, out / "adapter").eval()
@@ -93,8 +73,8 @@ def _rows(config):
 
 def test_precomputed_and_adapter_reference_give_the_same_loss(tiny_model, tmp_path):
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", synthetic_rows("iopo", 6))
-    pre = _trainer(_config("iopo", data, tiny_model, tmp_path / "pre", reference="precompute"))
-    live = _trainer(_config("iopo", data, tiny_model, tmp_path / "live", reference="adapter"))
+    pre = _trainer(quick_train_config("iopo", data, tiny_model, tmp_path / "pre", reference="precompute"))
+    live = _trainer(quick_train_config("iopo", data, tiny_model, tmp_path / "live", reference="adapter"))
     assert pre.reference_source == "computed"
     # move both policies away from the reference the same way (a fresh LoRA adapter is the identity)
     for trainer in (pre, live):
@@ -114,7 +94,7 @@ def test_precomputed_and_adapter_reference_give_the_same_loss(tiny_model, tmp_pa
 
 def test_reference_file_is_reused_on_restart_and_redone_when_data_changes(tiny_model, tmp_path):
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", synthetic_rows("iopo", 4))
-    config = _config("iopo", data, tiny_model, tmp_path / "out")
+    config = quick_train_config("iopo", data, tiny_model, tmp_path / "out")
     first = _trainer(config)
     again = _trainer(config)
     assert (first.reference_source, again.reference_source) == ("computed", "reused")
@@ -126,6 +106,8 @@ def test_reference_file_is_reused_on_restart_and_redone_when_data_changes(tiny_m
 def test_full_finetune_iopo_with_precomputed_reference(tiny_model, tmp_path):
     data = write_dataset(tmp_path / "final" / "iopo", "iopo", synthetic_rows("iopo", 8))
     out = tmp_path / "out"
-    metrics = run_training(_config("iopo", data, tiny_model, out, lora=False, max_steps=15, learning_rate=1e-3))
+    metrics = run_training(
+        quick_train_config("iopo", data, tiny_model, out, lora=False, max_steps=15, learning_rate=1e-3)
+    )
     assert metrics["final_loss"] < metrics["first_loss"]
     assert not (out / "adapter").exists() and (out / "merged" / "config.json").is_file()

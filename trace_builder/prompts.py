@@ -37,10 +37,11 @@ def render_messages(task: str, language: str, **variables: object) -> list[dict[
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
 
-def prompts_digest() -> str:
-    """A hash of every template: editing a prompt changes the outputs, so the fingerprint too."""
+def prompts_digest(name: str = "*.j2") -> str:
+    """A hash of the templates named (all by default, in every language): editing a prompt changes
+    the outputs, so the fingerprint too."""
     digest = hashlib.sha256()
-    for path in sorted(prompts_dir().rglob("*.j2")):
+    for path in sorted(prompts_dir().rglob(name)):
         digest.update(str(path.relative_to(prompts_dir())).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -285,6 +285,10 @@ def bar_chart_svg(
     def scale(value: float) -> float:
         return value * (plot_w if horizontal else plot_h)
 
+    def at(value: float, across: float) -> tuple[float, float]:
+        """Where `value` on the value axis meets `across` along the category axis."""
+        return (left + scale(value), top + across) if horizontal else (left + across, top + plot_h - scale(value))
+
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         if horizontal:
             x = left + scale(tick)
@@ -322,38 +326,23 @@ def bar_chart_svg(
                 + (f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else "")
                 + f" (n={rate.get('n')})"
             )
-            offset = start + s * bar
-            if horizontal:
-                y = top + offset
-                out.append(
-                    f'<rect x="{left}" y="{y:.1f}" width="{scale(value):.1f}" height="{bar - 2}" fill="{color}">'
-                    f"<title>{_esc(tip)}</title></rect>"
+            across, mid = start + s * bar, start + s * bar + (bar - 2) / 2
+            (x0, y0), (x1, y1) = at(0, across), at(value, across + bar - 2)
+            out.append(
+                f'<rect x="{min(x0, x1):.1f}" y="{min(y0, y1):.1f}" width="{abs(x1 - x0):.1f}" '
+                f'height="{abs(y1 - y0):.1f}" fill="{color}"><title>{_esc(tip)}</title></rect>'
+            )
+            if low is not None:
+                (x0, y0), (x1, y1) = at(low, mid), at(high, mid)
+                out.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="#222"/>')
+            if len(series) == 1:  # the value at the end of its bar (past the whisker)
+                x, y = at(max(value, high if high is not None else value), mid)
+                placed = (
+                    f'x="{x + 4:.1f}" y="{y + bar / 2 - 2:.1f}"'
+                    if horizontal
+                    else f'x="{x:.1f}" y="{y - 3:.1f}" text-anchor="middle"'
                 )
-                if low is not None:
-                    mid = y + (bar - 2) / 2
-                    out.append(
-                        f'<line x1="{left + scale(low):.1f}" y1="{mid:.1f}" x2="{left + scale(high):.1f}" y2="{mid:.1f}" stroke="#222"/>'
-                    )
-                if len(series) == 1:
-                    end = left + scale(max(value, high if high is not None else value)) + 4
-                    out.append(f'<text x="{end:.1f}" y="{y + bar - 3:.1f}" font-size="10">{100 * value:.0f}</text>')
-            else:
-                x = left + offset
-                y = top + plot_h - scale(value)
-                out.append(
-                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 2}" height="{scale(value):.1f}" fill="{color}">'
-                    f"<title>{_esc(tip)}</title></rect>"
-                )
-                if low is not None:
-                    mid = x + (bar - 2) / 2
-                    out.append(
-                        f'<line x1="{mid:.1f}" y1="{top + plot_h - scale(low):.1f}" x2="{mid:.1f}" y2="{top + plot_h - scale(high):.1f}" stroke="#222"/>'
-                    )
-                if len(series) == 1:
-                    above = top + plot_h - scale(max(value, high if high is not None else value)) - 3
-                    out.append(
-                        f'<text x="{x + (bar - 2) / 2:.1f}" y="{above:.1f}" font-size="10" text-anchor="middle">{100 * value:.0f}</text>'
-                    )
+                out.append(f'<text {placed} font-size="10">{100 * value:.0f}</text>')
     out.append("</svg>")
     return "\n".join(out)
 

@@ -1,14 +1,13 @@
-"""Eval settings: YAML (configs/eval/*.yaml) -> validated pydantic models, and the judge prompt's digest."""
+"""Eval settings: YAML (configs/eval/*.yaml) -> validated pydantic models."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pydantic import Field
 
 from trace_builder.config import BackendConfig, Strict, read_yaml_mapping, validate_settings
-from trace_builder.resources import configs_dir, prompts_dir
+from trace_builder.resources import configs_dir
 
 
 class GenerationSettings(Strict):
@@ -54,11 +53,3 @@ def load_eval_config(path: Path | None = None) -> EvalConfig:
     """Read and validate an eval YAML; every mistake becomes a one-line UserError."""
     path = Path(path) if path is not None else default_eval_config_path()
     return validate_settings(EvalConfig, read_yaml_mapping(path, "eval config file"), path, "eval config file")
-
-
-def judge_prompt_digest() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(prompts_dir().glob("*/judge.j2")):
-        digest.update(str(path.relative_to(prompts_dir())).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]

@@ -14,12 +14,13 @@ import pyarrow as pa
 from trace_builder.errors import LLMError
 from trace_builder.evaluate.items import EvalItem
 from trace_builder.evaluate.metrics import GENERATION_FAILED, JUDGE_FAILED, OK
-from trace_builder.evaluate.settings import EvalConfig, judge_prompt_digest
+from trace_builder.evaluate.settings import EvalConfig
 from trace_builder.judge import judge_response
 from trace_builder.llm.base import ChatRequest
 from trace_builder.llm.client import LLMClient
 from trace_builder.pipeline.failures import FailureSide
 from trace_builder.pipeline.stage import Row, Stage
+from trace_builder.prompts import prompts_digest
 from trace_builder.run.store import StageStore
 
 GENERATE_TAG = "eval.generate"
@@ -241,7 +242,7 @@ def _judgement_settings(ctx: EvalContext) -> dict[str, Any]:
     return {
         "judge": {"kind": judge_config.kind, "model": judge_config.model},
         "judging": ctx.config.judging.model_dump(),
-        "judge_prompt": judge_prompt_digest(),
+        "judge_prompt": prompts_digest("judge.j2"),
     }
 
 

@@ -25,6 +25,11 @@ def _manifest(run_dir: Path, stage: str) -> dict:
         return {}
 
 
+def shards_written(stage: str, shards: int) -> Condition:
+    """`stage` has written at least `shards` shards."""
+    return lambda run: len(_manifest(run, stage).get("shards", {})) >= shards
+
+
 def in_chain(shards: int) -> Condition:
     """Rows are in the chain: the last row stage has written `shards` shards and is not done."""
     return lambda run: (

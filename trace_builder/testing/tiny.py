@@ -21,35 +21,25 @@ WORDS = (
     "reply as a pirate add an emoji respond in json with keys name and age one two three four"
 ).split()
 
+
+def _qwen2_shape(hidden: int, intermediate: int, layers: int, heads: int, vocab: int | None) -> dict[str, Any]:
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        tie_word_embeddings=True,
+    )
+
+
 # Shapes like the public Qwen2 checkpoints (random weights: for speed and memory, not quality).
+# The tiny one takes its vocabulary size from the tokenizer.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=None,
-        tie_word_embeddings=True,
-    ),
-    "qwen2-0.5b-like": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "qwen2-1.5b-like": dict(
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
+    "tiny": _qwen2_shape(hidden=32, intermediate=64, layers=2, heads=4, vocab=None),
+    "qwen2-0.5b-like": _qwen2_shape(hidden=896, intermediate=4864, layers=24, heads=14, vocab=151936),
+    "qwen2-1.5b-like": _qwen2_shape(hidden=1536, intermediate=8960, layers=28, heads=12, vocab=151936),
 }
 
 

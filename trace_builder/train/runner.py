@@ -166,21 +166,13 @@ def _last_checkpoint(config: TrainConfig) -> str | None:
 
 
 def build_sft_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: list[dict]) -> Any:
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(**common_args(config), max_length=config.max_length, completion_only_loss=True)
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(sft_records(rows, config.system_prompt)),
-        processing_class=tokenizer,
-        peft_config=lora_config(config) if config.lora else None,
-    )
+    return _trl_trainer(SFTTrainer, args, config, model, tokenizer, sft_records(rows, config.system_prompt))
 
 
 def build_dpo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: list[dict]) -> Any:
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     # TRL's "sigmoid" loss ignores label_smoothing; IOPO applies conservative DPO (cDPO),
@@ -201,10 +193,18 @@ def build_dpo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: lis
         precompute_ref_log_probs=config.reference == "precompute",
         precompute_ref_batch_size=config.precompute_batch_size,
     )
-    return DPOTrainer(
+    return _trl_trainer(DPOTrainer, args, config, model, tokenizer, dpo_records(rows, config.system_prompt))
+
+
+def _trl_trainer(
+    trainer_class: Any, args: Any, config: TrainConfig, model: Any, tokenizer: Any, records: list[dict]
+) -> Any:
+    from datasets import Dataset
+
+    return trainer_class(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(dpo_records(rows, config.system_prompt)),
+        train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.lora else None,
     )

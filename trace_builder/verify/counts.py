@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from trace_builder.verify import units
-from trace_builder.verify.registry import CountBounds, Params, Verdict, register, within_bounds
+from trace_builder.verify.registry import CountBounds, Params, Verdict, register, require_range, within_bounds
 
 
 @register(
@@ -70,11 +70,7 @@ class SentenceLengthParams(Params):
 
     @model_validator(mode="after")
     def _some_bound(self) -> SentenceLengthParams:
-        if self.min_words is None and self.max_words is None:
-            raise ValueError("give min_words and/or max_words")
-        if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
-            raise ValueError("min_words is greater than max_words")
-        return self
+        return require_range(self, "min_words", "max_words")
 
 
 @register(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,6 +28,9 @@ class CheckSpec:
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+
+
+P = TypeVar("P", bound="Params")
 
 
 class Params(BaseModel):
@@ -61,11 +64,20 @@ class CountBounds(Params):
         if self.exact is not None:
             if self.min is not None or self.max is not None:
                 raise ValueError("give exact alone, or min and/or max")
-        elif self.min is None and self.max is None:
+            return self
+        if self.min is None and self.max is None:
             raise ValueError("give at least one of min, max, exact")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("min is greater than max")
-        return self
+        return require_range(self, "min", "max")
+
+
+def require_range(params: P, low: str, high: str) -> P:
+    """A pair of optional bounds on `params`: at least one given, and in order."""
+    low_value, high_value = getattr(params, low), getattr(params, high)
+    if low_value is None and high_value is None:
+        raise ValueError(f"give {low} and/or {high}")
+    if low_value is not None and high_value is not None and low_value > high_value:
+        raise ValueError(f"{low} is greater than {high}")
+    return params
 
 
 def within_bounds(

@@ -16,6 +16,7 @@ from trace_builder.verify.registry import (
     Params,
     Verdict,
     register,
+    require_range,
     within_bounds,
 )
 
@@ -191,11 +192,7 @@ class ItemLengthParams(Params):
 
     @model_validator(mode="after")
     def _some_bound(self) -> ItemLengthParams:
-        if self.min is None and self.max is None:
-            raise ValueError("give min and/or max")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("min is greater than max")
-        return self
+        return require_range(self, "min", "max")
 
 
 @register(

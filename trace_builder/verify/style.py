@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import regex
@@ -47,6 +48,15 @@ def _case_not_applicable(response: str) -> Verdict | None:
     return None
 
 
+def _none_in_case(response: str, in_case: Callable[[str], bool], case: str) -> Verdict:
+    """No letter of the forbidden case (`in_case`), in a text written in a cased script."""
+    count = sum(map(in_case, response))
+    if count:
+        first = next(char for char in response if in_case(char))
+        return Verdict(False, f"{count} {case} letters, first {first!r}")
+    return _case_not_applicable(response) or Verdict(True, f"no {case} letters")
+
+
 @register(
     "all_lowercase",
     NoParams,
@@ -55,11 +65,7 @@ def _case_not_applicable(response: str) -> Verdict | None:
     "不含任何大写字母；文本须主要使用有大小写之分的文字（纯中文不满足）",
 )
 def check_all_lowercase(response: str) -> Verdict:
-    count = sum(map(str.isupper, response))
-    if count:
-        first = next(char for char in response if char.isupper())
-        return Verdict(False, f"{count} uppercase letters, first {first!r}")
-    return _case_not_applicable(response) or Verdict(True, "no uppercase letters")
+    return _none_in_case(response, str.isupper, "uppercase")
 
 
 @register(
@@ -70,11 +76,7 @@ def check_all_lowercase(response: str) -> Verdict:
     "不含任何小写字母；文本须主要使用有大小写之分的文字（纯中文不满足）",
 )
 def check_all_uppercase(response: str) -> Verdict:
-    count = sum(map(str.islower, response))
-    if count:
-        first = next(char for char in response if char.islower())
-        return Verdict(False, f"{count} lowercase letters, first {first!r}")
-    return _case_not_applicable(response) or Verdict(True, "no lowercase letters")
+    return _none_in_case(response, str.islower, "lowercase")
 
 
 def is_capital_word(word: str) -> bool:
@@ -122,8 +124,11 @@ class PhraseParams(Params):
     case_sensitive: bool = False
 
 
-def _same(a: str, b: str, case_sensitive: bool) -> bool:
-    return a == b if case_sensitive else a.casefold() == b.casefold()
+def _phrase_verdict(where: str, found: str, shown: str, phrase: str, case_sensitive: bool) -> Verdict:
+    """`found` (the response's piece as long as the phrase) against the phrase; `shown` is a little more."""
+    if (found == phrase) if case_sensitive else (found.casefold() == phrase.casefold()):
+        return Verdict(True, f"{where} with {phrase!r}")
+    return Verdict(False, f"{where} with {shown!r}, expected {phrase!r}")
 
 
 @register(
@@ -135,10 +140,7 @@ def _same(a: str, b: str, case_sensitive: bool) -> bool:
 )
 def check_starts_with(response: str, phrase: str, case_sensitive: bool = False) -> Verdict:
     body, phrase = response.lstrip(), phrase.strip()
-    head = body[: len(phrase)]
-    if _same(head, phrase, case_sensitive):
-        return Verdict(True, f"starts with {phrase!r}")
-    return Verdict(False, f"starts with {body[: len(phrase) + 10]!r}, expected {phrase!r}")
+    return _phrase_verdict("starts", body[: len(phrase)], body[: len(phrase) + 10], phrase, case_sensitive)
 
 
 @register(
@@ -150,10 +152,7 @@ def check_starts_with(response: str, phrase: str, case_sensitive: bool = False) 
 )
 def check_ends_with(response: str, phrase: str, case_sensitive: bool = False) -> Verdict:
     body, phrase = response.rstrip(), phrase.strip()
-    tail = body[len(body) - len(phrase) :] if len(body) >= len(phrase) else body
-    if _same(tail, phrase, case_sensitive):
-        return Verdict(True, f"ends with {phrase!r}")
-    return Verdict(False, f"ends with {body[-(len(phrase) + 10) :]!r}, expected {phrase!r}")
+    return _phrase_verdict("ends", body[-len(phrase) :], body[-(len(phrase) + 10) :], phrase, case_sensitive)
 
 
 @register(
