@@ -292,11 +292,12 @@ def test_our_eval_split_with_check_specs(servers, tmp_path):
                 constraint_count=2,
                 prompt="",
                 response="",
+                checks=[check, None],
             )
             for r in rows
         ],
         schema=FINAL_SCHEMAS["eval"],
-    ).append_column("checks", pa.array([[check, None], [check, None]], pa.list_(pa.string())))
+    )
     folder = tmp_path / "run" / "final" / "eval"
     folder.mkdir(parents=True)
     pq.write_table(table, folder / "part-00000.parquet")

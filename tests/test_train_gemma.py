@@ -63,3 +63,25 @@ def test_chunked_logps_match_gemma_logits(gemma_dir):
         chunked, _ = group_logps(model, batch, chunk_tokens=8)
         naive, _ = naive_sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
     torch.testing.assert_close(chunked[0], naive, rtol=1e-4, atol=1e-3)
+
+
+def test_grpo_smoke_on_gemma_with_the_command_line(gemma_dir, tmp_path):
+    """`trace-build train --method grpo` as a user runs it: two steps, the reward on the console line."""
+    from tests.test_cli import cli
+
+    data = write_dataset(tmp_path / "final" / "sft", "sft", synthetic_rows("sft", 2, response_words=12))
+    out = tmp_path / "out"
+    config = tmp_path / "grpo.yaml"
+    config.write_text("per_device_train_batch_size: 4\nlogging_steps: 1\nsave_merged: false\n")
+    done = cli(
+        "train", "--method", "grpo", "--data", str(data), "--model", "gemma3-270m", "--output", str(out),
+        "--config", str(config), "--max-steps", "2", "--num-generations", "2", "--max-completion-length", "16",
+        "--device", "cpu", timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "reward" in done.stdout and "checks" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["method"] == "grpo"
+    assert 0.0 <= metrics["final_reward"] <= 1.0
+    print(f"grpo smoke: {metrics['train_runtime_s']} s for 2 steps, reward {metrics['first_reward']} -> "
+          f"{metrics['final_reward']}, peak {metrics['peak_memory_bytes'] / 2**30:.2f} GiB")  # fmt: skip

@@ -111,3 +111,30 @@ def test_full_finetune_iopo_with_precomputed_reference(tiny_model, tmp_path):
     )
     assert metrics["final_loss"] < metrics["first_loss"]
     assert not (out / "adapter").exists() and (out / "merged" / "config.json").is_file()
+
+
+def test_grpo_steps_with_the_checks_as_reward_and_logs_them(tiny_model, tmp_path, capsys):
+    # word_count max 8: random answers of up to 12 tokens meet it sometimes, so the reward varies
+    rows = synthetic_rows("sft", 4, response_words=8)
+    data = write_dataset(tmp_path / "final" / "sft", "sft", rows)
+    out = tmp_path / "out"
+    config = quick_train_config(
+        "grpo",
+        data,
+        tiny_model,
+        out,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=12,
+        learning_rate=1e-4,
+        save_merged=False,
+    )
+    metrics = run_training(config)
+
+    assert metrics["steps"] == 2 and metrics["first_reward"] is not None
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "reward" in r]
+    assert len(steps) == 2 and all("rewards/constraint_reward/mean" in r for r in steps)
+    assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
+    assert "reward " in capsys.readouterr().out  # the readable console line names it

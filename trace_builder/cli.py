@@ -296,9 +296,9 @@ def inspect(
 @app.command()
 def export(
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
-    fmt: str = typer.Option(..., "--format", help="trace-jsonl | llamafactory | trl"),
-    dest: Path = typer.Option(..., "--dest", help="output file (trace-jsonl) or folder"),
-    split: str = typer.Option("eval", "--split", help="trace-jsonl: the split to export (sft, dpo, iopo, eval)"),
+    fmt: str = typer.Option(..., "--format", help="trace-jsonl | llamafactory | trl | grpo"),
+    dest: Path = typer.Option(..., "--dest", help="output file (trace-jsonl, grpo) or folder"),
+    split: str = typer.Option("eval", "--split", help="trace-jsonl, grpo: the split to export (sft, dpo, iopo, eval)"),
     iopo_layout: str = typer.Option(
         "pairs",
         "--iopo-layout",

@@ -60,6 +60,9 @@ _INSTRUCTION_FIELDS = [
     # The response's final 0..10 per constraint (aligned with `constraints`), and who decided each.
     pa.field("scores", pa.list_(pa.int32())),
     pa.field("decided_by", pa.list_(pa.string())),  # 'code' (a deterministic check) or 'llm'
+    # The deterministic check of each constraint as a JSON spec (verify/), null where none applies:
+    # what a reward for RL reads (rewards.py).
+    pa.field("checks", pa.list_(pa.string())),
 ]
 
 _SCORES = pa.list_(pa.int32())
@@ -77,6 +80,7 @@ FINAL_SCHEMAS: dict[str, pa.Schema] = {
             pa.field("perturb_op", pa.string()),  # add | delete | revise
             pa.field("constraints_2", pa.list_(pa.string())),
             pa.field("dimensions_2", pa.list_(pa.string())),
+            pa.field("checks_2", pa.list_(pa.string())),
             pa.field("prompt_2", pa.string()),  # x2
             pa.field("response_2", pa.string()),  # y2: follows x2
             pa.field("x1_y2_passes", pa.bool_()),  # recorded; filtered on only with perturb.strict
@@ -89,3 +93,9 @@ FINAL_SCHEMAS: dict[str, pa.Schema] = {
     ),
     "eval": pa.schema(_INSTRUCTION_FIELDS + [pa.field("response", pa.string())]),
 }
+
+
+def final_layout() -> str:
+    """A digest of the final datasets' columns: final/ is rebuilt when they change."""
+    layout = {name: schema.to_string(show_schema_metadata=False) for name, schema in FINAL_SCHEMAS.items()}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
 from trace_builder.pipeline.decontaminate import settings as decontamination_settings
 from trace_builder.pipeline.dedup import NearDuplicates
 from trace_builder.pipeline.stage import Stage
-from trace_builder.records import FINAL_SCHEMAS
+from trace_builder.records import FINAL_SCHEMAS, final_layout
 from trace_builder.report.fidelity import tv_distance
 from trace_builder.run.store import FINAL, StageStore, atomic_file, save_manifest, shard_entry, shard_name
 from trace_builder.seeds import normalise
@@ -311,6 +311,7 @@ STAGE = Stage(
         "target": config.target.model_dump(exclude={"max_seeds"}),
         "seed": config.seed,
         "decontamination": decontamination_settings(config),
+        "layout": final_layout(),
     },
     whole=run_filter,
     description="drop failures, duplicates, over-long items; split; write final/",

@@ -12,15 +12,16 @@ from trace_builder.errors import UserError
 from trace_builder.records import FINAL_SCHEMAS, SYSTEM_PROMPT, build_user_prompt, number_constraints
 from trace_builder.run.store import atomic_file, read_parquet_dir
 from trace_builder.taxonomy import dimension_for_label
-from trace_builder.train.data import dpo_records, sft_records
+from trace_builder.train.data import dpo_records, grpo_records, sft_records
+from trace_builder.verify.ifeval import ifeval_ground_truth
 
-FORMATS = ("trace-jsonl", "llamafactory", "trl")
+FORMATS = ("trace-jsonl", "llamafactory", "trl", "grpo")
 SPLITS = tuple(FINAL_SCHEMAS)
 # pairs: each IOPO group as two preference pairs, (x1: y1 > y2) and (x2: y2 > y1): what stock DPO
 # trainers read. fork: one row with x1 and x2 as two consecutive human turns, chosen y1, rejected
 # y2: the layout of the IOPO authors' LLaMA-Factory fork, which stock LLaMA-Factory rejects.
 IOPO_LAYOUTS = ("pairs", "fork")
-# The splits each format writes (trace-jsonl: the one asked for).
+# The splits each format writes (trace-jsonl and grpo: the one asked for).
 FORMAT_SPLITS = {"llamafactory": SPLITS, "trl": SPLITS}
 
 
@@ -179,6 +180,22 @@ def export_trl(frames: dict[str, pd.DataFrame], dest: Path) -> dict[str, int]:
     return {name: _write_jsonl(dest / name, records) for name, records in files.items()}
 
 
+def grpo_record(row: dict) -> dict:
+    """A prompt for RL: chat messages and the ground truth our rewards read (rewards.py); where
+    IFEval can state some of its checks, also open-instruct's `ground_truth` and `dataset` columns
+    (its IFEvalVerifier reads them as they are), else null there."""
+    record = grpo_records([row], SYSTEM_PROMPT)[0]
+    ifeval = ifeval_ground_truth(row.get("checks"))
+    return {
+        "id": row["id"],
+        **record,
+        "messages": record["prompt"],
+        # a Python literal of a list holding one JSON object: what open-instruct's verifier parses
+        "ground_truth": str([json.dumps(ifeval)]) if ifeval else None,
+        "dataset": "ifeval" if ifeval else None,
+    }
+
+
 def check_options(fmt: str, split: str, iopo_layout: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -212,6 +229,13 @@ def export(
         )
     if fmt == "trace-jsonl":
         return {str(dest): _write_jsonl(dest, (trace_split_record(r, split) for r in _rows(frames[split])))}
+    if fmt == "grpo":
+        if "checks" not in frames[split]:
+            raise UserError(
+                f"final/{split} of {run_dir} has no checks column (built by an older trace-build): rerun the "
+                "same `trace-build run` command to rebuild final/ (nothing is asked again)"
+            )
+        return {str(dest): _write_jsonl(dest, (grpo_record(r) for r in _rows(frames[split])))}
     if fmt == "llamafactory":
         return export_llamafactory(frames, dest, iopo_layout)
     return export_trl(frames, dest)

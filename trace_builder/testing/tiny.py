@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def synthetic_rows(method: str, n: int, prompt_words: int = 12, response_words: 
             "description": _sentence(rng, 5),
             "constraints": constraints,
             "dimensions": ["inclusion", "numerical"],
+            # the second constraint is one a check decides, as a real run's often are
+            "checks": [None, json.dumps({"kind": "word_count", "params": {"max": response_words}})],
             "input": "NULL",
             "constraint_count": len(constraints),
             "prompt": _sentence(rng, prompt_words),
@@ -131,6 +134,7 @@ def synthetic_rows(method: str, n: int, prompt_words: int = 12, response_words: 
                 perturb_op="add",
                 constraints_2=constraints + [_sentence(rng, 4)],
                 dimensions_2=["inclusion", "numerical", "theme"],
+                checks_2=base["checks"] + [None],
                 prompt_2=base["prompt"] + " reply as a pirate",
                 response_2=" ".join(["four blue sea"] * (response_words // 3)),
                 x1_y2_passes=False,

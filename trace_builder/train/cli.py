@@ -14,15 +14,21 @@ def _short(value: float | None) -> str:
 
 
 def train_command(
-    method: str = typer.Option(..., "--method", help="sft | dpo | iopo"),
-    data: Path = typer.Option(..., "--data", help="final dataset dir, e.g. runs/x/final/iopo"),
+    method: str = typer.Option(..., "--method", help="sft | dpo | iopo | grpo"),
+    data: Path = typer.Option(
+        ..., "--data", help="final dataset dir, e.g. runs/x/final/iopo (grpo: any, e.g. final/sft)"
+    ),
     model: str = typer.Option(..., "--model", help="model dir, cached hub id, or gemma3-270m (the embedded model)"),
     output: Path = typer.Option(..., "--output", help="where adapter/, merged/, metrics.json go"),
     config: Path | None = typer.Option(None, "--config", help="YAML on top of configs/train/<method>.yaml"),
     epochs: float | None = typer.Option(None, "--epochs", help="training epochs (default 3)"),
     lr: float | None = typer.Option(None, "--lr", help="learning rate (default 1e-4 SFT, 5e-6 DPO/IOPO)"),
     max_steps: int | None = typer.Option(None, "--max-steps", help="stop after N optimizer steps"),
-    beta: float | None = typer.Option(None, "--beta", help="DPO/IOPO beta (default 0.1)"),
+    beta: float | None = typer.Option(None, "--beta", help="DPO/IOPO beta (default 0.1); GRPO's KL weight (default 0)"),
+    num_generations: int | None = typer.Option(None, "--num-generations", help="GRPO: answers sampled per prompt"),
+    max_completion_length: int | None = typer.Option(
+        None, "--max-completion-length", help="GRPO: tokens per sampled answer"
+    ),
     full_finetune: bool = typer.Option(False, "--full-finetune", help="train all weights instead of LoRA"),
     max_length: int | None = typer.Option(None, "--max-length", help="max tokens per sequence (default 6000)"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="examples per device per step"),
@@ -48,7 +54,7 @@ def train_command(
         "(comma-separated for several)",
     ),
 ) -> None:
-    """Train SFT, DPO or IOPO on a final dataset; writes adapter/, merged/, train_log.jsonl, metrics.json."""
+    """Train SFT, DPO, IOPO or GRPO on a final dataset; writes adapter/, merged/, train_log.jsonl, metrics.json."""
     from trace_builder.train.config import load_config
     from trace_builder.train.runner import run_training
 
@@ -62,6 +68,8 @@ def train_command(
         "learning_rate": lr,
         "max_steps": max_steps,
         "beta": beta,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
         "lora": False if full_finetune else None,
         "max_length": max_length,
         "per_device_train_batch_size": batch_size,
@@ -82,5 +90,10 @@ def train_command(
         f"trained {metrics['method']} for {metrics['steps']} steps in {metrics['train_runtime_s']:.1f}s "
         f"({metrics['tokens_per_s']} tokens/s); loss {_short(metrics['first_loss'])} -> "
         f"{_short(metrics['final_loss'])}; "
-        f"outputs in {output}"
+        + (
+            f"reward {_short(metrics['first_reward'])} -> {_short(metrics['final_reward'])}; "
+            if "first_reward" in metrics
+            else ""
+        )
+        + f"outputs in {output}"
     )

@@ -12,7 +12,7 @@ from trace_builder.errors import UserError
 from trace_builder.records import SYSTEM_PROMPT
 from trace_builder.resources import configs_dir
 
-METHODS = ("sft", "dpo", "iopo")
+METHODS = ("sft", "dpo", "iopo", "grpo")
 REFERENCE_MODES = ("precompute", "adapter")
 AUTO = "auto"
 
@@ -44,6 +44,14 @@ class TrainConfig:
     reference: str = "precompute"  # IOPO: precompute | adapter (LoRA only)
     precompute_batch_size: int = 4
     logprob_chunk_tokens: int = 256
+    # GRPO (rewards.py): answers sampled per prompt and their length, the reward's mode
+    # (fraction of constraints met, or all-or-nothing), and a judge for the constraints without a
+    # check: backend settings as eval's judge (kind, model, base_urls, ...); null = checks only
+    num_generations: int = 8
+    max_completion_length: int = 1024
+    temperature: float = 1.0
+    reward_mode: str = "fraction"
+    judge: dict[str, Any] | None = None
     # LoRA (the released config: LoRA on all linear layers)
     lora: bool = True
     lora_r: int = 16
@@ -160,18 +168,44 @@ def validate(config: TrainConfig) -> None:
     for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length"):
         if getattr(config, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(config, name)}: fix the config or the flag")
-    if config.beta <= 0:
-        raise UserError(f"beta must be positive, got {config.beta}")
+    if config.beta < 0 or (config.beta == 0 and config.method in ("dpo", "iopo")):
+        raise UserError(f"beta must be positive (or 0 for grpo: no KL term), got {config.beta}")
     if not 0.0 <= config.label_smoothing < 0.5:
         raise UserError(f"label_smoothing must be in [0, 0.5), got {config.label_smoothing}")
     if config.label_smoothing and config.method not in ("dpo", "iopo"):
         # SFT has no preference pairs to smooth: refuse rather than train as if it were applied.
         raise UserError(f"label_smoothing applies to dpo and iopo only, not {config.method}: set it to 0")
+    if config.method == "grpo":
+        validate_grpo(config)
     if config.sft_weight < 0:
         raise UserError(f"sft_weight must be >= 0, got {config.sft_weight}")
     check_report_to(config.report_to_list())
     if config.max_steps <= 0 and config.num_train_epochs <= 0:
         raise UserError("set num_train_epochs > 0 or max_steps > 0")
+
+
+def validate_grpo(config: TrainConfig) -> None:
+    from trace_builder.rewards import MODES
+
+    if config.reward_mode not in MODES:
+        raise UserError(f"reward_mode must be one of {', '.join(MODES)}, not {config.reward_mode!r}")
+    if config.num_generations < 2:
+        raise UserError(f"num_generations must be at least 2 (GRPO compares answers), got {config.num_generations}")
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if batch % config.num_generations:
+        raise UserError(
+            f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a multiple of "
+            f"num_generations ({config.num_generations}): every prompt's answers are compared in one batch"
+        )
+    if config.judge is not None:
+        judge_backend(config)
+
+
+def judge_backend(config: TrainConfig) -> Any:
+    """The GRPO judge's backend settings, validated as eval's judge is."""
+    from trace_builder.config import BackendConfig, validate_settings
+
+    return validate_settings(BackendConfig, config.judge or {}, "the training config", "judge settings in")
 
 
 def check_report_to(names: list[str]) -> None:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from trace_builder.chat_format import PLAIN_CHAT_TEMPLATE, has_chat_template
 from trace_builder.errors import UserError
+from trace_builder.rewards import GROUND_TRUTH, GROUND_TRUTH_COLUMNS, ground_truth
 from trace_builder.run.store import verified_parts, verify_part
 
 # What each method reads; the rest of the final schema is carried but unused.
@@ -17,9 +18,10 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "sft": ("id", "prompt", "response"),
     "dpo": ("id", "prompt", "chosen", "rejected"),
     "iopo": ("id", "prompt", "response", "prompt_2", "response_2"),
+    "grpo": ("id", "prompt"),
 }
 # The dataset a method's columns come from, for the error message.
-_PRODUCER = {"sft": "final/sft", "dpo": "final/dpo", "iopo": "final/iopo"}
+_PRODUCER = {"sft": "final/sft", "dpo": "final/dpo", "iopo": "final/iopo", "grpo": "a final dataset, e.g. final/sft"}
 
 
 def parquet_files(data_dir: str | Path) -> list[Path]:
@@ -57,13 +59,19 @@ def read_rows(data_dir: str | Path, method: str, limit: int | None = None) -> li
     files = parquet_files(data_dir)
     rows: list[dict[str, Any]] = []
     needed = list(REQUIRED_COLUMNS[method])
+    carried = list(GROUND_TRUTH_COLUMNS) if method == "grpo" else []
     for file in files:
         try:
             schema = pq.read_schema(file)
         except Exception as exc:  # pyarrow raises several types for unreadable files
             raise UserError(f"{file} is not a readable Parquet file ({exc}): rewrite it or remove it") from None
         check_columns(method, set(schema.names), str(data_dir))
-        table = pq.read_table(file, columns=needed)
+        if "checks" in carried and "checks" not in schema.names:
+            raise UserError(
+                f"data dir {data_dir} has no checks column (built by an older trace-build): rerun the same "
+                "`trace-build run` command to rebuild final/ (nothing is asked again)"
+            )
+        table = pq.read_table(file, columns=needed + carried)
         rows.extend(table.to_pylist())
         if limit is not None and len(rows) >= limit:
             rows = rows[:limit]
@@ -106,6 +114,11 @@ def dpo_records(rows: list[dict[str, Any]], system_prompt: str | None) -> list[d
         }
         for r in rows
     ]
+
+
+def grpo_records(rows: list[dict[str, Any]], system_prompt: str | None) -> list[dict[str, Any]]:
+    """TRL's conversational prompt-only format, with the ground truth the rewards read."""
+    return [{"prompt": prompt_messages(r["prompt"], system_prompt), GROUND_TRUTH: ground_truth(r)} for r in rows]
 
 
 def ensure_chat_template(tokenizer: Any) -> bool:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 # (log keys in order of preference, short name, format): the first key present is shown.
-# SFT logs mean_token_accuracy; TRL's DPO rewards/*; our IOPO Trainer margins/* and accuracies/*.
+# SFT logs mean_token_accuracy; TRL's DPO rewards/*; our IOPO Trainer margins/* and accuracies/*;
+# TRL's GRPO reward, rewards/<function>/mean, completions/* and kl.
 KEY_NUMBERS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("loss",), "loss", "{:.4f}"),
     (("rewards/margins", "margins/total"), "margin", "{:.3f}"),
     (("rewards/accuracies", "accuracies/total"), "acc", "{:.2f}"),
     (("mean_token_accuracy",), "token acc", "{:.2f}"),
+    # GRPO: the reward, each reward function's part, the answers' length, the KL to the start
+    (("reward",), "reward", "{:.3f}"),
+    (("rewards/constraint_reward/mean",), "checks", "{:.3f}"),
+    (("rewards/judge_reward/mean",), "judge", "{:.3f}"),
+    (("completions/mean_length",), "length", "{:.0f}"),
+    (("kl",), "kl", "{:.4f}"),
     (("grad_norm",), "grad", "{:.3g}"),
     (("learning_rate",), "lr", "{:.2e}"),
     (("train_tokens_per_second",), "tokens/s", "{:.0f}"),

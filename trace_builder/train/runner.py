@@ -18,6 +18,7 @@ from trace_builder.train.data import (
     dpo_records,
     ensure_chat_template,
     ensure_pad_token,
+    grpo_records,
     iopo_examples,
     read_rows,
     sft_records,
@@ -196,8 +197,39 @@ def build_dpo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: lis
     return _trl_trainer(DPOTrainer, args, config, model, tokenizer, dpo_records(rows, config.system_prompt))
 
 
+def build_grpo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: list[dict]) -> Any:
+    from functools import partial
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trace_builder.rewards import GROUND_TRUTH, JudgeReward, check_specs, constraint_reward
+    from trace_builder.train.config import judge_backend
+
+    rewards: list[Any] = [partial(constraint_reward, mode=config.reward_mode)]
+    if config.judge is not None:
+        cache = str(Path(config.output) / "judge_cache.sqlite")
+        rewards.append(JudgeReward(judge_backend(config), mode=config.reward_mode, cache_path=cache))
+    records = grpo_records(rows, config.system_prompt)
+    if config.judge is None:  # a row no check decides would only ever earn no reward
+        records = [r for r in records if any(check_specs(r[GROUND_TRUTH]))]
+        if not records:
+            raise UserError(
+                f"no row of {config.data} has a constraint with a check: GRPO needs the checks or a judge "
+                "(set `judge:` in the training config)"
+            )
+    args = GRPOConfig(
+        **common_args(config),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        log_completions=False,
+    )
+    return _trl_trainer(GRPOTrainer, args, config, model, tokenizer, records, reward_funcs=rewards)
+
+
 def _trl_trainer(
-    trainer_class: Any, args: Any, config: TrainConfig, model: Any, tokenizer: Any, records: list[dict]
+    trainer_class: Any, args: Any, config: TrainConfig, model: Any, tokenizer: Any, records: list[dict], **extra: Any
 ) -> Any:
     from datasets import Dataset
 
@@ -207,6 +239,7 @@ def _trl_trainer(
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.lora else None,
+        **extra,
     )
 
 
@@ -261,7 +294,12 @@ def build_iopo_trainer(config: TrainConfig, model: Any, tokenizer: Any, rows: li
     return trainer
 
 
-BUILDERS = {"sft": build_sft_trainer, "dpo": build_dpo_trainer, "iopo": build_iopo_trainer}
+BUILDERS = {
+    "sft": build_sft_trainer,
+    "dpo": build_dpo_trainer,
+    "iopo": build_iopo_trainer,
+    "grpo": build_grpo_trainer,
+}
 
 
 def peak_memory_bytes(device_is_gpu: bool) -> int:
@@ -354,6 +392,9 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         "train_loss": result.training_loss,
         "outputs": saved,
     }
+    rewards = [r["reward"] for r in trainer.state.log_history if "reward" in r]
+    if rewards:
+        metrics.update(first_reward=rewards[0], final_reward=rewards[-1])
     if getattr(trainer, "reference_source", None):
         metrics["reference"] = trainer.reference_source
     last_logs: dict[str, Any] = {}
