@@ -104,3 +104,48 @@ def test_an_unknown_dialect_is_one_line():
 def test_an_answer_request_is_not_changed_by_the_dialect():
     request = ChatRequest(messages=({"role": "user", "content": "q"},), json_schema=None)
     assert request.json_schema is None  # free-text requests carry no schema in any dialect
+
+
+class _RefusesSome:
+    """A server that refuses (HTTP 400) every prompt containing 'refuse me' and answers the rest."""
+
+    name, model = "fake", "fake"
+
+    async def complete(self, request: ChatRequest):
+        from trace_builder.errors import LLMError
+        from trace_builder.llm.base import ChatResult
+
+        if "refuse me" in request.messages[-1]["content"]:
+            raise LLMError("http_400", "The response was filtered due to the prompt")
+        return ChatResult(text="fine")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_rerun_that_sends_only_refused_prompts_is_not_taken_for_a_refusing_server(tmp_path):
+    """A rerun answers from the cache and sends only what failed before; those being refused again
+    (a content filter) says nothing about the server, which answered this kind of request."""
+    from trace_builder.errors import LLMError, ServerRefused
+    from trace_builder.llm.cache import RequestCache
+    from trace_builder.llm.client import LLMClient
+
+    async def session(prompts: list[str]) -> list[str]:
+        client = LLMClient(_RefusesSome(), RequestCache(tmp_path / "cache.sqlite"), concurrency=2)
+        outcomes = []
+        try:
+            for prompt in prompts:
+                try:
+                    outcomes.append(await client.chat([{"role": "user", "content": prompt}], tag="t"))
+                except LLMError as exc:
+                    outcomes.append(exc.reason)
+        finally:
+            client.cache.close()
+        return outcomes
+
+    mixed = [f"question {i}" for i in range(8)] + [f"refuse me {i}" for i in range(6)]
+    assert asyncio.run(session(mixed)) == ["fine"] * 8 + ["http_400"] * 6
+    assert asyncio.run(session(mixed)) == ["fine"] * 8 + ["http_400"] * 6  # the rerun: 8 cached, 6 refused again
+    (tmp_path / "cache.sqlite").unlink()
+    with pytest.raises(ServerRefused, match="refused all 5 t requests"):
+        asyncio.run(session([f"refuse me {i}" for i in range(6)]))  # never answered: the server refuses

@@ -212,6 +212,9 @@ class LLMClient:
                     self._reject(key)  # cached before answers were validated: ask again, reseeded
                 else:
                     usage.cache_hits += 1
+                    # The server answered this kind before: a rerun sends only what failed, and
+                    # those being refused again says nothing about the rest.
+                    self.refusals.answered(tag)
                     return value
         sent = reseeded(request, self._rejections(key))
         sent_key = key if sent is request else request_key(self.backend.model, sent)
