@@ -54,14 +54,23 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"exact": 2}, "人工智能正在改变我们的工作方式。它能自动完成重复的任务。", T),
         ({"min": 1}, "", F),
         ({"exact": 2}, '"Stop." He left.', T),
-        ({"exact": 3}, "One.\nTwo\nThree!", T),  # a line break ends a sentence
+        ({"exact": 2}, "One.\nTwo\nThree!", T),  # a line break alone ends no sentence, as IFEval's Punkt
         ({"exact": 1}, "e.g. this is one sentence.", T),
-        ({"exact": 2}, "Wait... Really?", T),
+        ({"exact": 2}, "Wait... Really?", T),  # differs: Punkt mostly runs on after an ellipsis
+        ({"exact": 1}, "Wait... what happened?", T),
         ({"exact": 2}, "Version 3.12 is out. Upgrade now!", T),
         ({"max": 1}, "Sure.\nOne sentence only.", L),
         ({"exact": 2}, "你好！How are you?", T),
         ({"exact": 1}, "Mr. Brown met Ms. Green.", T),
-        ({"exact": 3}, "- a item\n- b item\n# Head", T),
+        ({"exact": 1}, "- a item\n- b item\n# Head", T),  # unterminated lines run on, as in Punkt
+        ({"exact": 4}, "Here are the steps:\n1. Preheat the oven.\n2. Mix the batter.", T),  # "1." is one there too
+        ({"exact": 1}, "- Keep a bedtime\n- Avoid screens\n- Cut caffeine", T),
+        ({"exact": 1}, "The moon climbs over silver hills\nand every window hums a tune", T),  # a poem's lines
+        ({"exact": 2}, "[Chorus]\nHold on, hold on\nCan you feel it tonight?\nWe never stop", T),  # lyrics
+        ({"exact": 1}, "<<Ode>>\n\nRoses are red.", T),  # a title runs on into the first sentence
+        ({"exact": 2}, "We moved to the U.S. The weather was great.", T),  # an abbreviation, then an opener
+        ({"exact": 1}, "step 1. keep going.", T),
+        ({"exact": 2}, "**Plan ahead.** Then relax.", T),
     ],
     "paragraph_count": [
         ({"exact": 3}, "A.\n\nB.\n\nC.", T),
@@ -72,6 +81,9 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"exact": 2}, "第一段。\n\n第二段。", T),
         ({"exact": 3}, "A\n\n\n\nB\n\nC", T),
         ({"exact": 2, "separator": "divider"}, "Intro\n* * *\nEnd", T),
+        ({"exact": 2, "separator": "divider"}, "First part. *** Second part.", T),  # inline, as IFEval
+        ({"exact": 3, "separator": "divider"}, "A.***B.***C.", T),
+        ({"exact": 1, "separator": "divider"}, "A ***bold italic*** word.", T),  # differs: IFEval splits it
         ({"max": 1}, "Sure!\n\nThe only paragraph.", L),
         ({"exact": 2}, '"Quoted para one.\n\nPara two."', T),
         ({"exact": 2}, "```\ncode\n\nmore\n```", T),  # as IFEval: blank lines split, code or not
@@ -86,6 +98,8 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"max_words": 3}, '"Go now." She ran.', T),
         ({"max_words": 3}, "Sure, here is my answer:\nOk. Fine.", L),
         ({"max_words": 3}, "Don't over-think it.", T),
+        ({"max_words": 4}, "Title\n\nOne two three.", T),  # a heading runs on into the sentence
+        ({"max_words": 3}, "- one two\n- three four", L),  # unterminated items run on; loose drops one
         ({"min_words": 3}, "One two three. Four.", F),
     ],
     "keyword_include": [
@@ -97,7 +111,9 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"keywords": ["AI"], "case_sensitive": True}, "ai", F),
         ({"keywords": ["naïve"]}, "A NAÏVE view.", T),
         ({"keywords": ["machine learning"]}, "Machine\nlearning", T),
-        ({"keywords": ["apple", "pear"], "require": "any"}, "I like pears.", F),
+        ({"keywords": ["apple", "pear"], "require": "any"}, "I like pears.", T),  # a plural, as IFEval
+        ({"keywords": ["apple", "pear"], "require": "any"}, "I like pearls.", F),
+        ({"keywords": ["robot"]}, "ROBOTS are here.", T),
         ({"keywords": ["C++"]}, "I write C++ daily.", T),
         ({"keywords": ["json"]}, "```json\n{}\n```", T),
         ({"keywords": ["data"]}, '"Data," he said.', T),
@@ -107,6 +123,7 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"keywords": ["crypto"]}, "Crypto is risky.", F),
         ({"keywords": ["crypto"]}, "", T),
         ({"keywords": ["cat"]}, "A category.", T),
+        ({"keywords": ["cat"]}, "Two cats.", T),  # the word itself is forbidden, as IFEval's \b
         ({"keywords": ["区块链"]}, "区块链技术", F),
         ({"keywords": ["Sure"]}, "Sure!\nParis.", L),
         ({"keywords": ["AI"], "case_sensitive": True}, "ai rocks", T),
@@ -121,7 +138,10 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"keyword": "正在", "exact": 2}, "正在下雨，正在刮风。", T),
         ({"keyword": "x", "min": 1}, "", F),
         ({"keyword": "x", "max": 0}, "", T),
-        ({"keyword": "cat", "exact": 1}, "cat category cats", T),
+        ({"keyword": "cat", "exact": 2}, "cat category cats", T),  # differs: IFEval counts "category" too
+        ({"keyword": "cat", "exact": 4}, "Cat, cats, CATS and a cat's toy.", T),  # plural and case variants
+        ({"keyword": "box", "exact": 2}, "One box, two boxes.", T),
+        ({"keyword": "city", "exact": 1}, "One city, two cities.", T),  # IFEval's substring neither
         ({"keyword": "cat", "exact": 3, "whole_word": False}, "cat category cats", T),
         ({"keyword": "AI", "exact": 1, "case_sensitive": True}, "AI ai Ai", T),
         ({"keyword": "data", "exact": 2}, '"Data" and data.', T),
@@ -203,6 +223,7 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"exact": 2}, "  - nested\n    - deeper", T),
         ({"exact": 1}, "**Bold** start\n+ plus item", T),
         ({"min": 3}, "Sure:\n- a\n- b", F),
+        ({"exact": 1}, "- a\n\n*Note: results vary.*", T),  # differs: IFEval counts the italic line
     ],
     "list_item_length": [
         ({"max": 3}, "- one two\n- three", T),
@@ -332,6 +353,9 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({}, "HELLO\n```\ncode\n```", F),
         ({}, "straße", F),
         ({}, '"QUOTED"', T),
+        ({}, "YES.", T),  # differs: langdetect calls it Welsh
+        ({}, "I AGREE WITH YOU.", T),
+        ({}, "MY ANSWER IS yes.", F),
     ],
     "capital_word_count": [
         ({"min": 2}, "This is VERY IMPORTANT.", T),
@@ -345,6 +369,8 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"exact": 0}, "USA-based firm", T),
         ({"exact": 2}, "**NOTE** and **WARNING**", T),
         ({"exact": 1}, "Version 3.12 of API", T),
+        ({"exact": 1}, "The U.S. team won.", T),  # one word, as NLTK's token
+        ({"exact": 1}, "DON'T panic.", T),  # differs: NLTK makes DO and N'T
     ],
     "letter_frequency": [
         ({"letter": "e", "exact": 5}, "Eleven bees.", T),
@@ -398,6 +424,10 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"options": ["yes", "yes, definitely"]}, "Yes, definitely.", T),
         ({"options": ["A", "B"], "exact": True}, '"A"', F),
         (OPTIONS, '"My answer is no."', T),
+        (OPTIONS, "My answer is no", F),  # without its point it is not the option, as IFEval
+        (OPTIONS, "After weighing it:\n\nMy answer is yes.", T),
+        (OPTIONS, "MY ANSWER IS MAYBE.", T),  # differs: IFEval's option is case-sensitive
+        ({**OPTIONS, "exact": True}, "Sure. My answer is maybe.", F),  # no IFEval counterpart
     ],
     "starts_with": [
         ({"phrase": "Dear team"}, "  dear team,", T),
@@ -419,7 +449,8 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"phrase": "Is there anything else?"}, "Is there anything else?\nHope this helps!", L),
         ({"phrase": "the end"}, "THE END", T),
         ({"phrase": "the end", "case_sensitive": True}, "THE END", F),
-        ({"phrase": "Bye."}, '"Bye."', F),
+        ({"phrase": "Bye."}, '"Bye."', T),  # a closing quote is ignored, as IFEval
+        ({"phrase": "Any questions?"}, "“That is all. Any questions?”", T),
         ({"phrase": "END"}, "**END**", L),
         ({"phrase": "long phrase here"}, "here", F),
     ],
@@ -483,6 +514,7 @@ CASES: dict[str, list[tuple[dict, str, tuple[bool, bool]]]] = {
         ({"min": 1}, "Plain", F),
         ({"exact": 1}, "*斜体* text", T),
         ({"exact": 1}, "2*3*4", T),  # as IFEval: *3* is emphasis
+        ({"exact": 1}, "* **Plan** ahead", T),  # differs: IFEval counts it twice
     ],
     "emoji_present": [
         ({}, "Great 🎉", T),

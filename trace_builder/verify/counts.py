@@ -40,8 +40,8 @@ def check_char_count(response: str, include_whitespace: bool = False, **bounds: 
     "sentence_count",
     CountBounds,
     ("numerical", "grammar_structure"),
-    "number of sentences (end with . ! ? 。！？ or a line break)",
-    "句子数（以 . ! ? 。！？ 或换行结束）",
+    "number of sentences (end with . ! ? 。！？; a line break alone does not end one)",
+    "句子数（以 . ! ? 。！？ 结束；仅换行不算句末）",
 )
 def check_sentence_count(response: str, **bounds: int | None) -> Verdict:
     return within_bounds(units.count_sentences(response), "sentences", **bounds)

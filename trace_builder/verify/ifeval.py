@@ -14,11 +14,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trace_builder.verify.registry import CheckSpec, validate_spec
+from trace_builder.verify.units import CJK_CHAR
 
 Instruction = tuple[str, dict[str, Any]]
 
 # IFEval's constrained_response options, verbatim: any other set of options has no counterpart.
 CONSTRAINED_OPTIONS = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+# The languages IFEval's response_language names: for any other code its instruction raises.
+IFEVAL_LANGUAGES = frozenset(
+    "en es pt ar hi fr ru de ja it bn uk th ur ta te bg ko pl he fa vi ne sw kn mr gu pa ml fi".split()
+)
+# IFEval reads a keyword as a regular expression: one holding these means something else there.
+_REGEX_SPECIALS = frozenset(".^$*+?{}[]\\|()")
+# IFEval cuts a paragraph's first word at these (and lower-cases it): a first word holding one never matches.
+_FIRST_WORD_CUTS = frozenset(".,?!'\"")
 
 
 def _relations(params: dict[str, Any], count_key: str, relation_key: str) -> list[dict[str, Any]] | None:
@@ -52,10 +61,10 @@ def _exact(instruction_id: str, count_key: str):
 
 
 def _at_least(instruction_id: str, count_key: str, param: str = "min"):
-    """IFEval instructions that only take a minimum."""
+    """IFEval instructions that only take a minimum (of at least 1: IFEval draws a random one for 0)."""
 
     def translate(params: dict[str, Any]) -> list[Instruction] | None:
-        if params.get("max") is not None or params.get("exact") is not None:
+        if params.get("max") is not None or params.get("exact") is not None or params.get(param, 1) < 1:
             return None
         return [(instruction_id, {count_key: params.get(param, 1)})]
 
@@ -73,25 +82,37 @@ def _plain(instruction_id: str, **required: Any):
     return translate
 
 
+def _literal_keywords(params: dict[str, Any], keywords: list[str]) -> bool:
+    """IFEval matches keywords in any case and as regular expressions: a case-sensitive spec, or
+    a keyword such as "C++" or "e.g.", it cannot state."""
+    return not params.get("case_sensitive") and not any(_REGEX_SPECIALS & set(keyword) for keyword in keywords)
+
+
 def _keyword_frequency(params: dict[str, Any]) -> list[Instruction] | None:
     bounds = _relations(params, "frequency", "relation")
-    return [("keywords:frequency", {"keyword": params["keyword"], **b}) for b in bounds] if bounds else None
+    if not bounds or not _literal_keywords(params, [params["keyword"]]):
+        return None
+    return [("keywords:frequency", {"keyword": params["keyword"], **b}) for b in bounds]
 
 
 def _letter_frequency(params: dict[str, Any]) -> list[Instruction] | None:
-    if params.get("case_sensitive"):
+    # IFEval takes an ASCII letter only (it draws a random one for any other).
+    if params.get("case_sensitive") or not ("a" <= params["letter"].lower() <= "z"):
         return None
     bounds = _relations(params, "let_frequency", "let_relation")
     return [("keywords:letter_frequency", {"letter": params["letter"], **b}) for b in bounds] if bounds else None
 
 
 def _keywords(params: dict[str, Any]) -> list[Instruction] | None:
-    if params.get("require", "all") != "all":
+    if params.get("require", "all") != "all" or not _literal_keywords(params, params["keywords"]):
         return None
     return [("keywords:existence", {"keywords": list(params["keywords"])})]
 
 
 def _forbidden(params: dict[str, Any]) -> list[Instruction] | None:
+    # IFEval forbids whole words (\b): a spec forbidding the keyword inside longer words has no counterpart.
+    if params.get("whole_word") is False or not _literal_keywords(params, params["keywords"]):
+        return None
     return [("keywords:forbidden_words", {"forbidden_words": list(params["keywords"])})]
 
 
@@ -102,25 +123,31 @@ def _paragraphs(params: dict[str, Any]) -> list[Instruction] | None:
 
 
 def _first_word(params: dict[str, Any]) -> list[Instruction] | None:
-    if params.get("paragraphs") is None:
-        return None
+    word = params["first_word"].strip()
+    readable = not (_FIRST_WORD_CUTS & set(word)) and len(word.split()) == 1 and not CJK_CHAR.search(word)
+    if params.get("paragraphs") is None or not readable:
+        return None  # IFEval needs the count, and reads one Latin word, cut at punctuation
     kwargs = {
         "num_paragraphs": params["paragraphs"],
         "nth_paragraph": params["nth"],
-        "first_word": params["first_word"],
+        "first_word": word,
     }
     return [("length_constraints:nth_paragraph_first_word", kwargs)]
 
 
 def _sections(params: dict[str, Any]) -> list[Instruction] | None:
-    low = params.get("exact", params.get("min"))
-    if low is None or (params.get("max") is not None and params.get("exact") is None):
-        return None  # IFEval counts "at least" sections
-    return [("detectable_format:multiple_sections", {"section_spliter": params["marker"], "num_sections": low})]
+    if params.get("min") is None or params.get("max") is not None:
+        return None  # IFEval counts "at least" sections: an exact count or a maximum has no counterpart
+    return [
+        ("detectable_format:multiple_sections", {"section_spliter": params["marker"], "num_sections": params["min"]})
+    ]
 
 
 def _options(params: dict[str, Any]) -> list[Instruction] | None:
-    return [("detectable_format:constrained_response", {})] if tuple(params["options"]) == CONSTRAINED_OPTIONS else None
+    # IFEval's check passes a response that contains an option: "nothing but the option" has no counterpart.
+    if tuple(params["options"]) != CONSTRAINED_OPTIONS or params.get("exact"):
+        return None
+    return [("detectable_format:constrained_response", {})]
 
 
 def _title(params: dict[str, Any]) -> list[Instruction] | None:
@@ -131,7 +158,7 @@ def _title(params: dict[str, Any]) -> list[Instruction] | None:
 
 
 def _ends_with(params: dict[str, Any]) -> list[Instruction] | None:
-    return [("startend:end_checker", {"end_phrase": params["phrase"]})]
+    return None if params.get("case_sensitive") else [("startend:end_checker", {"end_phrase": params["phrase"]})]
 
 
 def _postscript(params: dict[str, Any]) -> list[Instruction] | None:
@@ -139,6 +166,8 @@ def _postscript(params: dict[str, Any]) -> list[Instruction] | None:
 
 
 def _language(params: dict[str, Any]) -> list[Instruction] | None:
+    if params["language"] not in IFEVAL_LANGUAGES:
+        return None
     return [("language:response_language", {"language": params["language"]})]
 
 

@@ -4,6 +4,9 @@ Matching is case-insensitive unless case_sensitive, and whitespace inside a keyw
 any whitespace. With whole_word (the default) a keyword that starts or ends with a Latin
 letter or digit must not be glued to another one there ("cat" is not found in "category");
 CJK keywords have no word boundaries, so they match anywhere ("人工智能" in "人工智能技术").
+Inclusion and frequency also find the keyword with a plural ending ("cats", "boxes" for
+"cat", "box"), as IFEval's substring match does; exclusion forbids the word itself, as
+IFEval's whole-word forbidden_words does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def is_spaced_word_char(char: str) -> bool:
     return (char.isalnum() or char == "_") and CJK_CHAR.match(char) is None
 
 
+# A plural ending that keeps a word the same keyword: "cats", "boxes" ("cat's" needs none, the
+# apostrophe already ends the word).
+_INFLECTION = re.compile(r"e?s", re.IGNORECASE)
+
+
 @lru_cache(maxsize=4096)
 def _literal_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
     # Only the literal goes into the regex: word boundaries are tested in Python below,
@@ -34,9 +42,10 @@ def _literal_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
 
 
 def find_keyword(
-    response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True
+    response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True, inflected: bool = False
 ) -> list[tuple[int, int]]:
-    """Spans where `keyword` occurs, honouring word boundaries for spaced scripts."""
+    """Spans where `keyword` occurs, honouring word boundaries for spaced scripts; `inflected`
+    also accepts a plural ending glued to it ("cats" for "cat")."""
     stripped = keyword.strip()
     guard_start = whole_word and is_spaced_word_char(stripped[0])
     guard_end = whole_word and is_spaced_word_char(stripped[-1])
@@ -45,14 +54,24 @@ def find_keyword(
         start, end = match.span()
         if guard_start and start > 0 and is_spaced_word_char(response[start - 1]):
             continue
-        if guard_end and end < len(response) and is_spaced_word_char(response[end]):
-            continue
+        if guard_end and _glued(response, end):
+            ending = _INFLECTION.match(response, end) if inflected else None
+            if ending is None or _glued(response, ending.end()):
+                continue
+            end = ending.end()
         spans.append((start, end))
     return spans
 
 
-def count_keyword(response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True) -> int:
-    return len(find_keyword(response, keyword, case_sensitive, whole_word))
+def _glued(response: str, end: int) -> bool:
+    """A letter or digit of a spaced script follows position `end`: the word goes on."""
+    return end < len(response) and is_spaced_word_char(response[end])
+
+
+def count_keyword(
+    response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True, inflected: bool = False
+) -> int:
+    return len(find_keyword(response, keyword, case_sensitive, whole_word, inflected))
 
 
 class KeywordsParams(Params):
@@ -75,7 +94,7 @@ class IncludeParams(KeywordsParams):
 def check_keyword_include(
     response: str, keywords: list[str], require: str = "all", case_sensitive: bool = False, whole_word: bool = True
 ) -> Verdict:
-    found = [k for k in keywords if find_keyword(response, k, case_sensitive, whole_word)]
+    found = [k for k in keywords if find_keyword(response, k, case_sensitive, whole_word, inflected=True)]
     missing = [k for k in keywords if k not in found]
     if require == "any":
         if found:
@@ -118,5 +137,5 @@ class FrequencyParams(CountBounds):
 def check_keyword_frequency(
     response: str, keyword: str, case_sensitive: bool = False, whole_word: bool = True, **bounds: int | None
 ) -> Verdict:
-    count = count_keyword(response, keyword, case_sensitive, whole_word)
+    count = count_keyword(response, keyword, case_sensitive, whole_word, inflected=True)
     return within_bounds(count, f"occurrences of {keyword!r}", **bounds)

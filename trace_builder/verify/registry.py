@@ -275,12 +275,12 @@ _CATALOGUE_HEAD = {
         'Check kinds: a spec is {"kind": name, "params": {...}}. "x?" = optional; '
         "count params min/max/exact: give exact alone, or min and/or max. Words: each "
         "Chinese/Japanese character counts as one word, each Latin word as one; characters: "
-        "every non-whitespace character; sentences end with . ! ? 。！？ or a line break."
+        "every non-whitespace character; sentences end with . ! ? 。！？ (a line break alone does not end one)."
     ),
     "zh": (
         '检查类型：一个检查写作 {"kind": 名称, "params": {...}}。"x?" 表示可选；'
         "计数参数 min/max/exact：只给 exact，或给 min 和/或 max。词数：每个汉字/日文字符算一个词，"
-        "每个拉丁单词算一个；字符数：所有非空白字符；句子以 . ! ? 。！？ 或换行结束。"
+        "每个拉丁单词算一个；字符数：所有非空白字符；句子以 . ! ? 。！？ 结束（仅换行不算句末）。"
     ),
 }
 

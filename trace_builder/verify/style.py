@@ -85,6 +85,16 @@ def is_capital_word(word: str) -> bool:
     return head.isupper()
 
 
+# "U.S.", "U.K.": one word in capitals as a reader (and NLTK's tokenizer) sees it, not "U" and "S".
+_DOTTED_LETTERS = re.compile(r"(?<![^\W_])(?:[^\W\d_]\.){2,}")
+
+
+def capital_words(response: str) -> list[str]:
+    """The words of `response` written entirely in capitals, a dotted abbreviation being one word."""
+    joined = _DOTTED_LETTERS.sub(lambda match: match.group(0).replace(".", "") + " ", response)
+    return [word for word in units.words(joined) if is_capital_word(word)]
+
+
 @register(
     "capital_word_count",
     CountBounds,
@@ -93,8 +103,7 @@ def is_capital_word(word: str) -> bool:
     "全大写单词的数量（如 “NOTE”、“AI”）",
 )
 def check_capital_word_count(response: str, **bounds: int | None) -> Verdict:
-    count = sum(1 for word in units.words(response) if is_capital_word(word))
-    return within_bounds(count, "all-capital words", **bounds)
+    return within_bounds(len(capital_words(response)), "all-capital words", **bounds)
 
 
 class LetterFrequencyParams(CountBounds):
@@ -143,15 +152,22 @@ def check_starts_with(response: str, phrase: str, case_sensitive: bool = False) 
     return _phrase_verdict("starts", body[: len(phrase)], body[: len(phrase) + 10], phrase, case_sensitive)
 
 
+# A closing double quote after the phrase does not hide it ('"... Any questions?"' ends with
+# "Any questions?"), as IFEval reads a quoted response; unless the phrase itself ends with one.
+_CLOSING_QUOTES_AT_END = '"”'
+
+
 @register(
     "ends_with",
     PhraseParams,
     ("template", "text_pattern"),
-    "the response (trailing whitespace ignored) ends with phrase",
-    "回复（忽略结尾空白）以 phrase 结尾",
+    "the response (trailing whitespace and closing double quotes ignored) ends with phrase",
+    "回复（忽略结尾空白和右双引号）以 phrase 结尾",
 )
 def check_ends_with(response: str, phrase: str, case_sensitive: bool = False) -> Verdict:
     body, phrase = response.rstrip(), phrase.strip()
+    if not phrase.endswith(tuple(_CLOSING_QUOTES_AT_END)):
+        body = body.rstrip(_CLOSING_QUOTES_AT_END).rstrip()
     return _phrase_verdict("ends", body[-len(phrase) :], body[-(len(phrase) + 10) :], phrase, case_sensitive)
 
 

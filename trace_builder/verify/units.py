@@ -11,14 +11,21 @@ Counting rules (the checkers and the prompt catalogue rely on these; keep them i
 - Character: every non-whitespace code point (letters, digits, punctuation, CJK, emoji
   code points), unless whitespace is explicitly included. Chinese "字数" means this.
 - Sentence: a stretch of text that ends with . ! ? 。 ！ ？ … (a run of them, plus closing
-  quotes or brackets) or with a line break, and holds at least one word. An ASCII terminator
-  only ends a sentence when followed by whitespace, a CJK character or the end of the text
-  ("3.14", "e.g.," and "example.com" do not split), and a few abbreviations ("Mr.", "Dr.",
-  "vs.", dotted letters such as "e.g." / "U.S.", single capital initials) never end one;
-  "etc." and "no." do, since they end sentences as often as not. Markdown headings, list items and table rows are lines, so
-  each is a sentence of its own when it holds a word.
+  quotes, brackets or markdown emphasis) and holds at least one word. A line break alone
+  does not end one: a heading, a list item or a line of verse without a terminator runs on
+  into the next line, as in NLTK's Punkt, which IFEval counts with. An ASCII terminator only
+  ends a sentence when followed by whitespace, a CJK character or the end of the text
+  ("3.14", "e.g.," and "example.com" do not split). A few abbreviations ("Mr.", "Dr.", "vs.",
+  dotted letters such as "e.g." / "U.S.", single capital initials) end one only before CJK
+  text or a capitalised sentence opener such as "The", "It" or "However" ("... in the U.S.
+  The economy ..."); "etc." and "no." end one, since they end sentences as often as not. An
+  ellipsis ends one only before a capital or CJK text ("Wait... what?" is one sentence), a
+  number's point not before a lower-case word ("in 2024. the", "1. keep"). After an
+  abbreviation or an ellipsis, markdown, a list marker or a quote ("...\n- **Next**") starts
+  no sentence: as in Punkt, the very next token decides.
 - Paragraph: a block separated by one or more blank lines (whitespace-only lines count as
-  blank), or, with the divider separator, by a line of *** / --- / ___ (a markdown rule).
+  blank), or, with the divider separator, by a line of *** / --- / ___ (a markdown rule) or
+  by "***" written inline ("First part. *** Second part."), ***bold italic*** aside.
 - Code fences (```) are recognised so that markdown structure inside code is not counted.
 """
 
@@ -77,47 +84,85 @@ def has_word(text: str) -> bool:
 # Only abbreviations that rarely end a sentence: "etc." or "no." often do, so they split.
 _ABBREVIATIONS = frozenset("mr mrs ms dr prof sr jr st vs cf fig approx".split())
 _DOTTED_LETTERS = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]$")  # e.g, i.e, U.S, a.m
-_CLOSERS = re.escape("\"'”’)]）」』】》")
-# A run of terminators plus closing quotes/brackets. CJK terminators end a sentence on their
-# own; ASCII ones need whitespace or the end of the text after them.
+# Words that open sentences far more often than they continue one: capitalised after an
+# abbreviation ("... in the U.S. The economy ..."), one starts a new sentence.
+_SENTENCE_OPENERS = frozenset(
+    "the this these there it they he she i in if when while but however so yet although since thus many most "
+    "some please".split()
+)
+# Markdown emphasis closes after a terminator ("**Plan ahead.** Then ...") as quotes do.
+_CLOSER_CHARS = "\"'”’)]）」』】》*_"
+_CLOSERS = re.escape(_CLOSER_CHARS)
+# A run of terminators plus closers. CJK terminators end a sentence on their own; ASCII ones
+# need whitespace, a CJK character or the end of the text after them.
 _SENTENCE_END = re.compile(
     rf"[。！？!?.…]*[。！？…][{_CLOSERS}]*"
     rf"|[.!?]+[{_CLOSERS}]*(?=\s|$|[{_CJK_RANGES}])"
 )
-_LAST_TOKEN = re.compile(r"(\S+)$")
+# What follows a terminator: the next whitespace-separated token. One that opens with markdown,
+# a list marker or a quote ("- **Next**") starts no sentence after an abbreviation or an
+# ellipsis, as in Punkt, which decides on the very next token.
+_NEXT_TOKEN = re.compile(r"\s*(\S*)")
+_LEADING_WORD = re.compile(r"\w*")
 
 
-def _is_abbreviation(before: str, terminator: str) -> bool:
-    """True when the '.' that ends `before` belongs to an abbreviation or an initial."""
-    if terminator != ".":
-        return False
-    match = _LAST_TOKEN.search(before)
-    if match is None:
-        return False
-    token = match.group(1).lstrip("(\"'“‘[")
+def _last_word(text: str, start: int, end: int) -> str:
+    """The token of `text[start:end]` that a '.' at `end` ends, without opening quotes or
+    brackets ("(e.g" -> "e.g"); found by walking back, so a long run without a sentence end
+    costs no more than its length."""
+    begin = end
+    while begin > start and not text[begin - 1].isspace():
+        begin -= 1
+    return text[begin:end].lstrip("(\"'“‘[")
+
+
+def _is_abbreviation(token: str) -> bool:
+    """True when `token`, which a '.' ends, is an abbreviation or an initial."""
     if len(token) == 1 and token.isupper():  # "J. K. Rowling"
         return True
     return token.lower() in _ABBREVIATIONS or _DOTTED_LETTERS.match(token) is not None
 
 
+def _opens_sentence(token: str) -> bool:
+    """`token` starts a new sentence after an abbreviation: CJK text, or a capitalised opener ("The", "However,")."""
+    word = _LEADING_WORD.match(token).group(0)
+    return CJK_CHAR.match(token) is not None or (token[0].isupper() and word.lower() in _SENTENCE_OPENERS)
+
+
+def _ends_sentence(text: str, start: int, match: re.Match[str]) -> bool:
+    """Whether the terminator `match`, in a sentence begun at `start`, ends that sentence."""
+    terminator = match.group(0)
+    ellipsis = terminator.startswith("..")
+    if terminator.rstrip(_CLOSER_CHARS) != "." and not ellipsis:
+        return True  # ! ? and the CJK terminators always do
+    following = _NEXT_TOKEN.match(text, match.end()).group(1)
+    if not following:
+        return True
+    if ellipsis:  # "Wait... what?" trails off, "Wait... Really?" goes on anew
+        return following[0].isupper() or CJK_CHAR.match(following) is not None
+    if _is_abbreviation(_last_word(text, start, match.start())):
+        return _opens_sentence(following)
+    if match.start() > start and text[match.start() - 1].isdigit() and following[0].islower():
+        return False  # "in 2024. the" / "1. keep": a number's point before lower case, as Punkt
+    return True
+
+
 def sentences(text: str) -> list[str]:
     """The sentences of `text` (see the module rule), stripped, each holding a word."""
     found: list[str] = []
-    for line in text.splitlines():
-        start = 0
-        for match in _SENTENCE_END.finditer(line):
-            before = line[start : match.start()]
-            if _is_abbreviation(before, match.group(0)):
-                continue
-            piece = line[start : match.end()].strip()
-            if has_word(piece):
-                found.append(piece)
-                start = match.end()
-            # A terminator run with no word before it ("...", "!!") is not a sentence; it
-            # stays attached to what follows.
-        tail = line[start:].strip()
-        if has_word(tail):
-            found.append(tail)
+    start = scanned = 0
+    holds_word = False  # whether text[start:scanned] holds a word, kept as the scan goes on
+    for match in _SENTENCE_END.finditer(text):
+        holds_word = holds_word or has_word(text[scanned : match.end()])
+        scanned = match.end()
+        # A terminator run with no word before it ("...", "!!") is not a sentence; it stays
+        # attached to what follows.
+        if holds_word and _ends_sentence(text, start, match):
+            found.append(text[start : match.end()].strip())
+            start, holds_word = match.end(), False
+    tail = text[start:].strip()
+    if has_word(tail):
+        found.append(tail)
     return found
 
 
@@ -129,12 +174,40 @@ def count_sentences(text: str) -> int:
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _DIVIDER_LINE = re.compile(r"^[ \t]*(?:\*[ \t]*){3,}$|^[ \t]*(?:-[ \t]*){3,}$|^[ \t]*(?:_[ \t]*){3,}$", re.M)
+# "***" inside a line divides too ("First part. *** Second part.", as IFEval splits), unless it
+# opens or closes ***bold italic*** text: an opener after a space and before a word, a closer
+# after a word and before a space or punctuation.
+_INLINE_DIVIDER = re.compile(r"(?<!\*)\*\*\*(?!\*)")
+_BOLD_ITALIC = re.compile(r"(?<![^\s(\"'“‘])\*\*\*(?=[^\s*])[^\n]*?(?<=[^\s*])\*\*\*(?![\w*])")
+
+
+def _divider_spans(text: str) -> list[tuple[int, int]]:
+    """Where `text` is divided: divider lines, and "***" in a line that is no emphasis; in order, disjoint."""
+    emphasis = [match.span() for match in _BOLD_ITALIC.finditer(text)]
+    spans = [match.span() for match in _DIVIDER_LINE.finditer(text)]
+    spans += [
+        match.span()
+        for match in _INLINE_DIVIDER.finditer(text)
+        if not any(start <= match.start() < end for start, end in emphasis)
+    ]
+    disjoint: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if not disjoint or start >= disjoint[-1][1]:
+            disjoint.append((start, end))
+    return disjoint
 
 
 def paragraphs(text: str, separator: str = "blank_line") -> list[str]:
-    """Non-empty paragraphs; `separator` is 'blank_line' or 'divider' (*** / --- / ___ lines)."""
-    pattern = _DIVIDER_LINE if separator == "divider" else _BLANK_LINES
-    return [block.strip() for block in pattern.split(text) if block.strip()]
+    """Non-empty paragraphs; `separator` is 'blank_line' or 'divider' (*** / --- / ___ lines, or *** inline)."""
+    if separator != "divider":
+        blocks = _BLANK_LINES.split(text)
+    else:
+        blocks, start = [], 0
+        for begin, end in _divider_spans(text):
+            blocks.append(text[start:begin])
+            start = end
+        blocks.append(text[start:])
+    return [block.strip() for block in blocks if block.strip()]
 
 
 # --- markdown --------------------------------------------------------------------------
