@@ -131,3 +131,17 @@ def test_faults_are_retried_or_recorded(tmp_path, faulty_server):
     # transient faults were retried away; malformed JSON was asked again with another seed, and answered well
     assert not reasons & {"timeout", "rate_limited", "http_500", "connection_error", "invalid_json"}
     assert (out / "final" / "sft" / "part-00000.parquet").exists()
+
+
+def test_a_run_the_judge_let_no_row_through_says_what_to_change(tmp_path):
+    from collections import Counter
+
+    from trace_builder.pipeline.runner import RunSummary, empty_run_hint
+
+    judged_out = RunSummary(
+        tmp_path, final_rows={"sft": 0, "eval": 0}, failure_reasons=Counter({"respond: judge_below_10": 6})
+    )
+    assert "respond.attempts" in empty_run_hint(judged_out) and "--judge-model" in empty_run_hint(judged_out)
+    some_rows = RunSummary(tmp_path, final_rows={"sft": 3}, failure_reasons=Counter({"respond: judge_below_10": 6}))
+    other_reason = RunSummary(tmp_path, final_rows={"sft": 0}, failure_reasons=Counter({"expand: quality_rejected": 6}))
+    assert empty_run_hint(some_rows) is None and empty_run_hint(other_reason) is None

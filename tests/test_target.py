@@ -304,7 +304,7 @@ def test_a_short_run_keeps_tracess_shape_and_a_larger_budget_tops_it_up(tmp_path
         args = ["run", "--config", cfg, "--out", str(tmp_path / "run"), "--train-rows", "120", "--eval-rows", "20"]
         short = cli(*args, "--max-seeds", "100")
         assert short.returncode == 0, short.stderr
-        assert "more seeds would meet it: rerun with --max-seeds" in short.stderr
+        assert "more seeds would meet it: rerun with --max-seeds" in " ".join(short.stderr.split())  # wrapped at 80
         filtered = read_parquet_dir(tmp_path / "run" / "filter")
         report = fidelity_report(tmp_path / "run")
         sft_short = len(read_parquet_dir(tmp_path / "run" / "final" / "sft"))

@@ -366,6 +366,21 @@ def failed_on_requests(summary: RunSummary) -> bool:
     return all((is_transient(r) and r not in ANSWER) or r.startswith("http_") for r in reasons)
 
 
+def empty_run_hint(summary: RunSummary) -> str | None:
+    """What to change when a run built no row because the judge gave none full marks (the common
+    end of a small model judging its own answers), or None."""
+    if sum(summary.final_rows.values()) or not summary.failure_reasons:
+        return None
+    reason, _ = summary.failure_reasons.most_common(1)[0]
+    if not reason.endswith("judge_below_10"):
+        return None
+    return (
+        "no answer earned full marks from the judge on every constraint, as a small model judging its own "
+        "answers rarely gives: ask more answers per row (respond.attempts, with generation.temperature > 0) "
+        "or use a stronger judge (--judge-model, --judge-base-url)"
+    )
+
+
 def describe_summary(summary: RunSummary, console: Console) -> None:
     """The short report at the end of a run."""
     finals = ", ".join(f"{name} {n}" for name, n in summary.final_rows.items()) or "none yet"
@@ -375,6 +390,8 @@ def describe_summary(summary: RunSummary, console: Console) -> None:
     if summary.failure_reasons:
         top = ", ".join(f"{reason} ({n})" for reason, n in summary.failure_reasons.most_common(5))
         console.print(f"[bold]top failure reasons:[/bold] {top}")
+        if (hint := empty_run_hint(summary)) is not None:
+            console.print(hint, highlight=False)
     if summary.tokens:
         console.print(
             "[bold]tokens:[/bold] "
