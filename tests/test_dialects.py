@@ -95,6 +95,9 @@ def test_a_run_whose_every_request_failed_does_not_exit_0(tmp_path):
         done = cli("run", "--config", config, "--out", str(tmp_path / "run"), "--structured-output", "json_schema")
     assert done.returncode == 1, done.stderr
     assert_one_line_error(done, "no final rows: every row failed on a request to the server", "http_500")
+    command = " ".join(done.stderr.split()).split("`trace-build ")[-1].split("`")[0].split()
+    shown = cli(*command)  # the command it names shows the server's messages
+    assert shown.returncode == 0 and "http_500" in shown.stdout, shown.stderr
 
 
 def test_an_unknown_dialect_is_one_line():

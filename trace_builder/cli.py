@@ -227,11 +227,22 @@ def run(
         top = ", ".join(f"{reason} ({n})" for reason, n in summary.failure_reasons.most_common(3))
         console.print(
             f"[red]error:[/red] no final rows: every row failed on a request to the server ({top}); "
-            f"the server's messages: `trace-build inspect {out} --columns reason,failure_detail`",
+            f"the server's messages: `trace-build inspect {failures_view(out, summary)}`",
             highlight=False,
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def failures_view(out: Path, summary) -> str:
+    """The `inspect` arguments that show the server's messages for the run's most common failure."""
+    from trace_builder.pipeline.failures import PIPELINE_SIDES
+
+    label = summary.failure_reasons.most_common(1)[0][0].split(": ", 1)[0]
+    side = next((s for s in PIPELINE_SIDES if s.name == label), None)
+    if side is not None:  # a side dataset's failure is recorded in its stage's rows, without the detail
+        return f"{out / side.stage} --columns {side.reason}"
+    return f"{out / label} --columns reason,failure_detail"
 
 
 @app.command()
