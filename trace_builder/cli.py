@@ -118,6 +118,14 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
         typer.Option(None, "--price-in", min=0, help="USD per million prompt tokens (cost shown)"),
     ),
     "price_out": (float | None, typer.Option(None, "--price-out", min=0, help="USD per million completion tokens")),
+    "batch": (
+        bool | None,
+        typer.Option(
+            None,
+            "--batch/--no-batch",
+            help="answer through the OpenAI Batch API in waves, at its discount (openai backend; docs/batch.md)",
+        ),
+    ),
     "rpm": (
         float | None,
         typer.Option(None, "--rpm", min=0.001, help="at most N requests a minute (openai backend; lowered on 429s)"),
@@ -193,6 +201,7 @@ _FLAG_SETTINGS = {
     "seed_column": ("seeds", "text_column"),
     "model": ("backend", "model"),
     "concurrency": ("backend", "concurrency"),
+    "batch": ("backend", "batch"),
     "structured_output": ("backend", "structured_output"),
     "rpm": ("backend", "requests_per_minute"),
     "tpm": ("backend", "tokens_per_minute"),
@@ -213,9 +222,19 @@ def run(
     ),
     out: Path = typer.Option(Path("runs/default"), "--out", help="run directory"),
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the chosen stages from scratch (keeps the LLM cache)"),
+    cancel_batches: bool = typer.Option(
+        False, "--cancel-batches", help="cancel the run's pending batches at the provider (batch mode), then stop"
+    ),
 ) -> None:
     """Run the data pipeline (or one stage), resuming where a previous run stopped."""
     from trace_builder.pipeline.runner import describe_summary, failed_on_requests, run_pipeline
+
+    if cancel_batches:
+        from trace_builder.pipeline.runner import cancel_batches as cancel_pending
+
+        for line in asyncio.run(cancel_pending(config, out)):
+            console.print(line, highlight=False, soft_wrap=True)
+        return
 
     names = _stage_names()
     if stage != "all" and stage not in names:

@@ -48,6 +48,8 @@ class BackendConfig(Strict):
     tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion
     # How structured answers are asked for (openai backend; llm/dialects.py): auto probes the server once.
     structured_output: Literal["auto", "json_schema", "json_object", "vllm", "prompt"] = "auto"
+    # openai backend: answer through the Batch API in waves (llm/batch.py; the waves: `batch:` below)
+    batch: bool = False
     batch_size: int = Field(8, ge=1, le=256)  # local backend
     # local backend: llama.cpp when llama-cpp-python is installed (the `llamacpp` extra), else torch
     engine: Literal["auto", "torch", "llamacpp"] = "auto"
@@ -55,6 +57,23 @@ class BackendConfig(Strict):
     # (llm/local_engine.py; TRACE_BUILD_ONEDNN=0 also turns it off)
     onednn_linears: bool = True
     engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm backend
+
+
+class BatchConfig(Strict):
+    """How batch mode (`backend.batch`, docs/batch.md) gathers requests into waves and waits for them.
+    Transport only: in no fingerprint (a run may switch between batch and direct mode and resume)."""
+
+    # Rows kept in flight per batched backend, and the most requests one wave holds (a wave is also
+    # split at the Batch API's own limits: 50,000 requests, 200 MB a file).
+    wave_size: int = Field(20_000, ge=1, le=1_000_000)
+    # A wave of fewer requests goes out as direct requests (at full price, answered in seconds):
+    # the last few requests of a run need not wait for a batch.
+    min_wave: int = Field(100, ge=1)
+    # A wave leaves once no request has joined it for this long (every row in flight is waiting).
+    quiet_s: float = Field(2.0, gt=0)
+    # A pending batch is polled after poll_start_s, then at intervals doubling up to poll_max_s.
+    poll_start_s: float = Field(10.0, gt=0)
+    poll_max_s: float = Field(300.0, gt=0)
 
 
 class GenerationConfig(Strict):
@@ -177,17 +196,31 @@ class CardConfig(Strict):
 
 
 class PricesConfig(Strict):
-    """Dollars per million tokens, for the cost `plan`, the progress bars and `status` show (none when unset)."""
+    """Dollars per million tokens, for the cost `plan`, the progress bars, `status` and the card show
+    (none when unset)."""
 
     input_per_million: float | None = Field(None, ge=0)
     output_per_million: float | None = Field(None, ge=0)
+    # The share of these prices paid for answers through the Batch API (OpenAI's: half).
+    batch_discount: float = Field(0.5, gt=0, le=1)
 
-    def cost(self, prompt_tokens: float, completion_tokens: float) -> float | None:
-        """Dollars for these tokens; None when no price is set."""
+    def cost(
+        self,
+        prompt_tokens: float,
+        completion_tokens: float,
+        batched_prompt_tokens: float = 0.0,
+        batched_completion_tokens: float = 0.0,
+    ) -> float | None:
+        """Dollars for these tokens, of which the batched ones (part of the totals) cost `batch_discount`
+        of the price; None when no price is set."""
         if self.input_per_million is None and self.output_per_million is None:
             return None
-        spent = (self.input_per_million or 0.0) * prompt_tokens + (self.output_per_million or 0.0) * completion_tokens
-        return round(spent / 1e6, 4)
+        rate_in, rate_out = self.input_per_million or 0.0, self.output_per_million or 0.0
+        direct = rate_in * (prompt_tokens - batched_prompt_tokens) + rate_out * (
+            completion_tokens - batched_completion_tokens
+        )
+        batched = self.batch_discount * (rate_in * batched_prompt_tokens + rate_out * batched_completion_tokens)
+        return round((direct + batched) / 1e6, 4)
 
 
 class RunConfig(Strict):
@@ -210,6 +243,7 @@ class RunConfig(Strict):
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     card: CardConfig = Field(default_factory=CardConfig)
     prices: PricesConfig = Field(default_factory=PricesConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     # A role's own server and model (llm/roles.py): any `backend` setting, plus `prices`; what a role
     # leaves out is the generator's (`backend`, `prices`). No role: one model does everything.
     roles: dict[Literal["judge", "rewriter", "worse"], dict[str, Any]] = Field(default_factory=dict)
@@ -219,6 +253,16 @@ class RunConfig(Strict):
         for role in self.roles:
             self.backend_for(role)
             self.prices_for(role)
+        for role in ("generator", *self.roles):
+            settings = self.backend_for(role)
+            if settings.batch and settings.kind != "openai":
+                where = "backend.batch" if role == "generator" else f"roles.{role}.batch"
+                raise ValueError(
+                    f"{where} asks the OpenAI Batch API, which only the openai backend speaks "
+                    f"(this one is {settings.kind}; --backend openai with its --base-url, or no --batch)"
+                )
+        if self.batch.poll_max_s < self.batch.poll_start_s:
+            raise ValueError("batch.poll_max_s is below batch.poll_start_s")
         return self
 
     def backend_for(self, role: str) -> BackendConfig:
@@ -255,7 +299,9 @@ class RunConfig(Strict):
         return (
             f"profile {self.profile}: {size}, {counts[0]}..{counts[-1]} constraints (mean {mean:.2f}), "
             f"checks {'on' if self.expand.emit_checks else 'off'}, answers up to {self.generation.max_tokens} tokens, "
-            f"{self.respond.attempts} answer attempts, backend {self.backend.kind} ({self.backend.model})"
+            f"{self.respond.attempts} answer attempts, backend {self.backend.kind} ({self.backend.model}"
+            + (", batch" if self.backend.batch else "")
+            + ")"
             + "".join(f", {role} {self.backend_for(role).model}" for role in self.roles)
         )
 

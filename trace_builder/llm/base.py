@@ -41,6 +41,8 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    # Answered through the Batch API (llm/batch.py): its tokens are priced at `prices.batch_discount`.
+    batched: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

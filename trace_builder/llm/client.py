@@ -33,6 +33,10 @@ class TagUsage:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The part of the above answered through the Batch API (priced at its discount).
+    batched: int = 0
+    batched_prompt_tokens: int = 0
+    batched_completion_tokens: int = 0
 
     def add(self, other: TagUsage) -> None:
         for name, value in asdict(other).items():
@@ -245,6 +249,10 @@ class LLMClient:
             progress.requests += 1
         usage.prompt_tokens += result.prompt_tokens
         usage.completion_tokens += result.completion_tokens
+        if result.batched:
+            usage.batched += 1
+            usage.batched_prompt_tokens += result.prompt_tokens
+            usage.batched_completion_tokens += result.completion_tokens
         future.set_result(result)
         value = self._accepted(result, accept, usage, key)
         if self.cache is not None:

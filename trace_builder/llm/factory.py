@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from trace_builder.config import BACKEND_KINDS, BackendConfig
+from pathlib import Path
+
+from trace_builder.config import BACKEND_KINDS, BackendConfig, BatchConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.base import Backend
 
 
-def make_backend(config: BackendConfig) -> Backend:
+def make_backend(config: BackendConfig, *, batch: BatchConfig | None = None, run_dir: Path | None = None) -> Backend:
+    """The backend `config` asks for; in batch mode (`config.batch`), answering through the Batch API
+    in waves shaped by `batch`, its pending batches recorded in `run_dir`."""
     if config.kind == "openai":
         from trace_builder.llm.openai_backend import OpenAIBackend
         from trace_builder.llm.ratelimit import RateLimit
 
-        return OpenAIBackend(
+        direct = OpenAIBackend(
             model=config.model,
             base_urls=config.base_urls,
             api_key=config.api_key,
@@ -22,6 +26,15 @@ def make_backend(config: BackendConfig) -> Backend:
             rate_limit=RateLimit(config.requests_per_minute, config.tokens_per_minute),
             structured_output=config.structured_output,
         )
+        if not config.batch:
+            return direct
+        if batch is None or run_dir is None:
+            raise UserError(
+                "batch mode records its batches in a run folder, and this command has none: drop backend.batch here"
+            )
+        from trace_builder.llm.batch import BatchBackend
+
+        return BatchBackend(direct, batch, run_dir, config.concurrency)
     if config.kind == "local":
         return _local_backend(config)
     if config.kind == "vllm":

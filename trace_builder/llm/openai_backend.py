@@ -40,6 +40,22 @@ def _retry_after_s(exc: BaseException | None) -> float | None:
         return None  # an HTTP date: rare from LLM servers, fall back to backoff
 
 
+def completion_result(response: dict) -> ChatResult:
+    """The answer in a chat completion's JSON (from the server, or a line of a batch's output file);
+    AttributeError or TypeError when it is not one."""
+    choices = response.get("choices")
+    if not choices:
+        raise LLMError("no_choices", "the server returned no choices")
+    choice = choices[0]
+    usage = response.get("usage") or {}
+    return ChatResult(
+        text=(choice.get("message") or {}).get("content") or "",
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
 class _BackoffHonouringRetryAfter(wait_base):
     """Exponential backoff with full jitter, unless the server said how long to wait."""
 
@@ -126,13 +142,9 @@ class OpenAIBackend:
         order = self._replicas[self._next :] + self._replicas[: self._next]
         return min(order, key=lambda r: r.in_flight)
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        # The request goes out through the client's plain `post`, with the JSON body as it is
-        # and the answer read as bytes: the wire request is the same as chat.completions.create's
-        # (same path, headers, retries and errors), but the typed layers on both sides are
-        # skipped, the transform that walks every message and the whole schema on the way out
-        # and the pydantic model built from the answer on the way back (measured: 2.1 -> 1.7 ms
-        # of CPU per request, and with it less event-loop delay on every answer).
+    async def body_for(self, request: ChatRequest) -> dict:
+        """The chat completion body of `request`, in the server's structured-output dialect: what
+        goes on the wire, whether sent at once or as a line of a batch (llm/batch.py)."""
         body: dict = {
             "model": self.model,
             "messages": list(request.messages),
@@ -143,34 +155,61 @@ class OpenAIBackend:
             body["seed"] = request.seed
         if request.json_schema is not None:
             body = with_schema(body, await self.structured_dialect(), request.json_schema, request.schema_name)
-        options: dict = {"headers": {"X-Trace-Build-Task": request.task}} if request.task else {}
-        retrying = AsyncRetrying(
+        return body
+
+    def retrying(self) -> AsyncRetrying:
+        """This backend's retry policy: transient failures (429, 5xx, timeouts, dropped connections)
+        tried again with backoff honouring Retry-After, up to `max_retries` times."""
+        return AsyncRetrying(
             retry=retry_if_exception(lambda exc: retried_by_backend(reason_of(exc))),
             stop=stop_after_attempt(self._max_retries + 1),
             wait=self._wait,
             reraise=True,
         )
+
+    @property
+    def max_retries(self) -> int:
+        return self._max_retries
+
+    @property
+    def api(self) -> openai.AsyncOpenAI:
+        """The client of the first server: the one the Batch API is asked through (llm/batch.py)."""
+        return self._replicas[0].client
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        # The request goes out through the client's plain `post`, with the JSON body as it is
+        # and the answer read as bytes: the wire request is the same as chat.completions.create's
+        # (same path, headers, retries and errors), but the typed layers on both sides are
+        # skipped, the transform that walks every message and the whole schema on the way out
+        # and the pydantic model built from the answer on the way back (measured: 2.1 -> 1.7 ms
+        # of CPU per request, and with it less event-loop delay on every answer).
+        body = await self.body_for(request)
+        options: dict = {"headers": {"X-Trace-Build-Task": request.task}} if request.task else {}
         try:
-            async for attempt in retrying:
+            async for attempt in self.retrying():
                 with attempt:
                     return await self._send(body, options)
-        except openai.AuthenticationError as exc:
-            raise UserError(
-                f"the server at {self.base_urls[0]} rejected the API key (401): set OPENAI_API_KEY to a valid key"
-            ) from exc
-        except openai.NotFoundError as exc:
-            raise UserError(
-                f"model {self.model!r} is not served at {', '.join(self.base_urls)} (404): pass --model with a served name"
-            ) from exc
-        except openai.APITimeoutError as exc:
-            raise LLMError(
-                "timeout", f"no answer within the request timeout after {self._max_retries} retries"
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise LLMError("connection_error", redact_text(str(exc))[:120]) from exc
-        except openai.APIStatusError as exc:
-            raise LLMError(reason_of(exc), redact_text(str(exc.message))[:120]) from exc
+        except openai.APIError as exc:
+            raise self.failure(exc) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def failure(self, exc: openai.APIError) -> Exception:
+        """What a request that failed for good raises: a UserError for a bad key or model, else an LLMError."""
+        if isinstance(exc, openai.AuthenticationError):
+            return UserError(
+                f"the server at {self.base_urls[0]} rejected the API key (401): set OPENAI_API_KEY to a valid key"
+            )
+        if isinstance(exc, openai.NotFoundError):
+            return UserError(
+                f"model {self.model!r} is not served at {', '.join(self.base_urls)} (404): pass --model with a served name"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError("timeout", f"no answer within the request timeout after {self._max_retries} retries")
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMError("connection_error", redact_text(str(exc))[:120])
+        if isinstance(exc, openai.APIStatusError):
+            return LLMError(reason_of(exc), redact_text(str(exc.message))[:120])
+        return LLMError("malformed_response", redact_text(str(exc))[:120])
 
     async def _send(self, body: dict, options: dict) -> ChatResult:
         ticket = await self.rate_limit.acquire(body)  # waits under the caps, before a replica is chosen
@@ -191,20 +230,11 @@ class OpenAIBackend:
         self._watch(replica, None)
         try:
             response = json.loads(raw)
-            choices = response.get("choices")
-            if not choices:
-                raise LLMError("no_choices", "the server returned no choices")
-            choice = choices[0]
-            usage = response.get("usage") or {}
-            await self.rate_limit.settle(ticket, usage)
-            return ChatResult(
-                text=(choice.get("message") or {}).get("content") or "",
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-                finish_reason=choice.get("finish_reason"),
-            )
+            result = completion_result(response)
         except (ValueError, AttributeError, TypeError) as exc:  # not JSON, or not a chat completion
             raise LLMError("malformed_response", f"{type(exc).__name__}: {raw[:100]!r}") from exc
+        await self.rate_limit.settle(ticket, response.get("usage") or {})
+        return result
 
     def _watch(self, replica: _Replica, reason: str | None) -> None:
         """Count an attempt's outcome; stop the run when the server has been failing for too long."""

@@ -13,8 +13,9 @@ import re
 
 import openai
 
-# The server did not answer, for now: the backend retries these with backoff.
-SERVER = frozenset({"connection_error", "timeout", "rate_limited"})
+# The server did not answer, for now: the backend retries these with backoff (batch mode: in a later
+# wave; `batch_unanswered`: a batch expired, failed or was cancelled before answering the request).
+SERVER = frozenset({"connection_error", "timeout", "rate_limited", "batch_unanswered"})
 # An answer came back that was not a usable chat completion.
 TRANSPORT = frozenset({"malformed_response", "no_choices", "backend_closed"})
 # An answer came back and failed validation (empty, not JSON, off its schema).

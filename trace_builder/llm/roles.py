@@ -49,7 +49,12 @@ def usage_by_role(usage_by_task: Mapping[str, Mapping[str, int]]) -> dict[str, d
 def cost_of(usage_by_task: Mapping[str, Mapping[str, int]], config: RunConfig) -> float | None:
     """Dollars for this usage at each role's prices; None when no price is set."""
     costs = [
-        config.prices_for(role).cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        config.prices_for(role).cost(
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+            usage.get("batched_prompt_tokens", 0),
+            usage.get("batched_completion_tokens", 0),
+        )
         for role, usage in usage_by_role(usage_by_task).items()
     ]
     known = [c for c in costs if c is not None]
@@ -119,7 +124,10 @@ async def open_role_clients(
             if key not in by_settings:
                 backend = make(settings)
                 by_settings[key] = LLMClient(
-                    backend, cache, concurrency=settings.concurrency, answer_attempts=config.generation.answer_attempts
+                    backend,
+                    cache,
+                    concurrency=request_slots(config, settings),
+                    answer_attempts=config.generation.answer_attempts,
                 )
                 await preflight(backend)
                 if (probe := getattr(backend, "structured_dialect", None)) is not None:
@@ -134,7 +142,25 @@ async def open_role_clients(
     return RoleClients(clients)
 
 
-def total_concurrency(config: RunConfig) -> int:
-    """Requests in flight over every distinct backend of the roles."""
-    seen = {config.backend_for(role).model_dump_json(): config.backend_for(role).concurrency for role in ROLES}
+def rows_in_flight(config: RunConfig) -> int:
+    """Rows the row engine keeps alive, summed over every distinct backend of the roles.
+
+    Direct: 8 rows per request slot. A row holds one request at a time, and eight rows per slot
+    keep the slots busy while rows change sub-step, and start rows early enough that, once the
+    input is drained, the rows left are level (with rejection sampling, 2 per slot left the
+    server 0.875 busy against 0.895 with 8; scripts/bench_pipeline.py --sampled). A few KB each.
+    Batch: a wave's worth of rows, so that the rows waiting make a full wave.
+    """
+    seen = {}
+    for role in ROLES:
+        settings = config.backend_for(role)
+        seen[settings.model_dump_json()] = config.batch.wave_size if settings.batch else 8 * settings.concurrency
     return sum(seen.values())
+
+
+def request_slots(config: RunConfig, settings: BackendConfig) -> int:
+    """The client's concurrency limit for a backend: `concurrency`, or in batch mode a bound no wave
+    meets. There, the rows in flight bound the requests (a row holds a few at most: perturb's two
+    sides), the backend caps its own direct requests, and a slot limit would only hold requests out
+    of the wave they belong to, to wait a whole batch for the next."""
+    return 4 * config.batch.wave_size if settings.batch else settings.concurrency

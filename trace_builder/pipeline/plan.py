@@ -28,7 +28,7 @@ from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import ROW_PROGRESS
 from trace_builder.llm.factory import make_backend
-from trace_builder.llm.roles import ROLES, cost_of, open_role_clients
+from trace_builder.llm.roles import ROLES, cost_of, open_role_clients, role_of
 from trace_builder.pipeline.admission import MIN_YIELD, QuotaAdmission, measure_yields, rows_needed
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
@@ -132,10 +132,23 @@ class MeteredBackend:
 
 def pilot_config(config: RunConfig) -> RunConfig:
     """The run's settings for the pilot's own folder: rows come from its seeds shards, not from quotas."""
-    pilot = config.model_copy(deep=True)
+    pilot = direct_config(config)
     pilot.target.train_rows = None
     pilot.seeds.limit = None
     return pilot
+
+
+def direct_config(config: RunConfig) -> RunConfig:
+    """The run's settings with every role asking directly: the pilot measures (answer times among
+    them), and a batch may take a day. Its answers are cached as a batch's would be."""
+    direct = config.model_copy(deep=True)
+    direct.backend.batch = False
+    direct.roles = {role: {k: v for k, v in spec.items() if k != "batch"} for role, spec in config.roles.items()}
+    return direct
+
+
+def batched(config: RunConfig) -> bool:
+    return any(config.backend_for(role).batch for role in ROLES)
 
 
 async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dict], list[str] | None]:
@@ -161,8 +174,8 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
     folder = plan_dir(run_dir) / "pilot"
     meter = Meter()
     cache = MeteredCache(RequestCache(run_dir / "cache.sqlite"), meter)
-    client = await open_role_clients(config, cache, lambda settings: MeteredBackend(make_backend(settings), meter))
     pilot = pilot_config(config)
+    client = await open_role_clients(pilot, cache, lambda settings: MeteredBackend(make_backend(settings), meter))
     ctx = StageContext(config, folder, client)
     started = time.perf_counter()
     try:
@@ -328,13 +341,14 @@ def project(
     totals = {m: sum(s[m] for s in stages.values()) for m in METRICS}
     seeds = round(sum(run_rows.values()))
     wall = None
-    if latency_s is not None:
+    if latency_s is not None and not batched(config):  # batch mode: waves x the provider's turnaround
         per_row = totals["requests"] / max(seeds, 1)  # sequential requests of one row
         rounds = TARGET_RUN_ROUNDS if config.target.enabled else 1
         wall = round(totals["requests"] * latency_s / config.backend.concurrency + rounds * per_row * latency_s, 1)
     return {
         "seeds": seeds,
         **totals,
+        "batch": projected_waves(config, costs, totals["requests"], seeds),
         "wall_seconds": wall,
         "cost_usd": projected_cost(config, measures, stages),
         "concurrency": config.backend.concurrency,
@@ -342,6 +356,20 @@ def project(
         "rows_by_count": {c: round(n, 1) for c, n in sorted(run_rows.items())},
         "stages": stages,
     }
+
+
+def projected_waves(config: RunConfig, costs: dict, requests: int, seeds: int) -> dict[str, int] | None:
+    """Batch mode: the waves the run takes. Each wave carries one request of every row in flight (a
+    wave's worth of rows) and a row's requests are sequential, so: the full waves its requests make,
+    then `depth` more (the pilot's most requests of one row: perturb's two sides counted one after the
+    other, an over-count) for the last rows; a run of fewer rows than a wave takes `depth` waves."""
+    if not batched(config):
+        return None
+    n = len(next(iter(costs.values()))["requests"]) if costs else 0
+    depth = round(max((sum(costs[stage]["requests"][i] for stage in ROW_STAGES) for i in range(n)), default=0))
+    size = config.batch.wave_size
+    waves = depth if seeds <= size else math.ceil(requests / size) + depth - 1
+    return {"waves": waves, "wave_size": size, "depth": depth, "requests_per_wave": round(requests / max(waves, 1))}
 
 
 def projected_cost(config: RunConfig, measures: dict[str, Any], stages: dict[str, dict[str, Any]]) -> float | None:
@@ -356,6 +384,10 @@ def projected_cost(config: RunConfig, measures: dict[str, Any], stages: dict[str
             for tag, share in shares.items():
                 usage.setdefault(tag, {}).setdefault(metric, 0.0)
                 usage[tag][metric] += projected[metric] * share
+    for tag, tokens in usage.items():  # batch mode: every request through a batch (waves below min_wave aside)
+        if config.backend_for(role_of(tag)).batch:
+            tokens["batched_prompt_tokens"] = tokens.get("prompt_tokens", 0.0)
+            tokens["batched_completion_tokens"] = tokens.get("completion_tokens", 0.0)
     return cost_of(usage, config)
 
 
@@ -431,6 +463,8 @@ def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
     """The pilot's figures and the run's seeds, wall time and cost, in two lines."""
     pilot = plan["pilot"]
     wall = "unknown (no answer was timed)" if plan["wall_seconds"] is None else format_duration(plan["wall_seconds"])
+    if plan.get("batch") is not None:
+        wall = f"{plan['batch']['waves']:,} x the provider's batch turnaround (up to 24 h each)"
     cost = "no prices given (--price-in/--price-out)" if plan["cost_usd"] is None else f"${plan['cost_usd']:,.2f}"
     projected = ", ".join(f"{name} {n:,}" for name, n in plan["projected"].items())
     lines = [
@@ -440,6 +474,12 @@ def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
         + ("" if plan["relative_sd"] is None else f"; requests and cost ±{plan['relative_sd']:.0%} (one sd)"),
         f"builds: {projected}",
     ]
+    if (batch := plan.get("batch")) is not None:
+        lines.append(
+            f"batch mode: about {batch['waves']:,} waves of up to {batch['wave_size']:,} requests "
+            f"({batch['requests_per_wave']:,} on average; a row's {batch['depth']} requests at most are sequential), "
+            "each answered within 24 h; cost at the batch discount (docs/batch.md)"
+        )
     if plan.get("seeds_needed", 0) > plan.get("seed_budget", math.inf):
         lines.append(
             f"warning: the target needs about {plan['seeds_needed']:,} seeds and the budget is {plan['seed_budget']:,}: "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -21,7 +23,7 @@ from trace_builder.llm.roles import (
     ROLES,
     RoleClients,
     open_role_clients,
-    total_concurrency,
+    rows_in_flight,
 )
 from trace_builder.pipeline.admission import QuotaAdmission, RowSource
 from trace_builder.pipeline.context import StageContext
@@ -39,6 +41,7 @@ from trace_builder.pipeline.retry import reopen_retryable
 from trace_builder.pipeline.stage import Stage
 from trace_builder.prompts import prompts_digest
 from trace_builder.report.status import per_train_row
+from trace_builder.run.batches import pending_batches, pending_line
 from trace_builder.run.lifecycle import holding, read_run_record, stale_stages, write_run_record
 from trace_builder.run.progress import PipelineProgress
 from trace_builder.run.redact import redact
@@ -219,6 +222,8 @@ async def _run_locked(
             await client.aclose()
             if client.cache is not None:
                 client.cache.close()
+        if (pending := pending_line(run_dir)) is not None:
+            console.print(pending, highlight=False, soft_wrap=True)
     if card and StageStore(run_dir, "filter").status == "done":
         _write_card(run_dir, console)
     if not summary.ran:
@@ -236,9 +241,10 @@ def _write_card(run_dir: Path, console: Console) -> None:
         console.print(f"[yellow]dataset card not written[/yellow] ({exc}): run `trace-build card --out {run_dir}`")
 
 
-async def _open_client(config: RunConfig, run_dir: Path, console: Console, make=make_backend) -> RoleClients:
+async def _open_client(config: RunConfig, run_dir: Path, console: Console) -> RoleClients:
     """The client of every role (one per distinct backend: checked, and probed for its dialect), with
     the cache; what each server speaks is printed and kept in run.json."""
+    make = functools.partial(make_backend, batch=config.batch, run_dir=run_dir)
     if any(config.backend_for(role).kind == "local" for role in ROLES):
         console.print("[dim]loading the model (the first time, the embedded one is converted: about 20 s)[/dim]")
     servers: dict[str, dict] = {}
@@ -261,6 +267,38 @@ async def _open_client(config: RunConfig, run_dir: Path, console: Console, make=
     record = read_run_record(run_dir)
     write_run_record(run_dir, {**{k: v for k, v in record.items() if k not in _FROM_SERVER}, **recorded})
     return clients
+
+
+async def cancel_batches(config: RunConfig, run_dir: Path) -> list[str]:
+    """Cancel the run's pending batches at their provider, holding the run's lock (no run follows them
+    meanwhile): one line per batch. They stay recorded: the next run collects what they answered and
+    submits the rest again."""
+    pending = pending_batches(run_dir)
+    if not pending:
+        return [f"no pending batches in {run_dir}"]
+    backends: dict[tuple[str, str], Any] = {}
+    for role in ROLES:
+        settings = config.backend_for(role)
+        if settings.batch and settings.kind == "openai":
+            backend = make_backend(settings, batch=config.batch, run_dir=run_dir)
+            backends.setdefault((backend.model, backend.server), backend)
+    lines = []
+    try:
+        with holding(run_dir):
+            for entry in pending:
+                backend = backends.get((entry.get("model"), entry.get("server")))
+                if backend is None:
+                    lines.append(
+                        f"batch {entry['id']} went to {entry.get('model')} at {entry.get('server')}, which no role of "
+                        "these settings asks in batch mode: pass the run's own settings (--config, --batch)"
+                    )
+                    continue
+                info = await backend.cancel(entry["id"])
+                lines.append(f"batch {entry['id']} ({entry.get('requests', 0):,} requests): {info}")
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+    return lines + ["the next run collects what they answered and submits the rest again"]
 
 
 async def _run_whole(ctx: StageContext, stage: Stage, store: StageStore, fingerprint: str) -> None:
@@ -293,11 +331,8 @@ async def _run_chain(
     await source.prepare()
     for stage in row_stages:
         stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
-    # Rows, not requests, are admitted: a row holds one request at a time. Eight rows per request
-    # slot keep the slots busy while rows change sub-step, and start rows early enough that, once
-    # the input is drained, the rows left are level (with rejection sampling, 2 per slot left the
-    # server 0.875 busy against 0.895 with 8; scripts/bench_pipeline.py --sampled). A few KB each.
-    in_flight = 8 * total_concurrency(ctx.config) if ctx.client else 1024
+    # Rows, not requests, are admitted (how many: llm/roles.py).
+    in_flight = rows_in_flight(ctx.config) if ctx.client else 1024
 
     with PipelineProgress(console, ctx.client, run_dir=ctx.run_dir, config=ctx.config) as progress:
         bars = {s.name: progress.stage(s.name, source.total_rows, stores[s.name].rows_written()) for s in row_stages}

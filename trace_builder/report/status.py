@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from trace_builder.config import RunConfig
 from trace_builder.llm.roles import ROLES, cost_of, role_of, usage_by_role
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.retry import retryable_by_shard
+from trace_builder.run.batches import pending_batches
 from trace_builder.run.lock import is_held, read_holder
+from trace_builder.run.progress import format_duration
 from trace_builder.run.store import StageStore, read_json
 
 TEXT_COLUMNS = ("stage", "status")  # left-aligned; every other column is a figure
@@ -130,6 +133,26 @@ def run_state_lines(run_dir: Path) -> list[str]:
     return lines
 
 
+def batch_lines(run_dir: Path) -> list[str]:
+    """Batch mode: the run's pending batches, one line each (run/batches.py)."""
+    pending = pending_batches(run_dir)
+    if not pending:
+        return []
+    now = time.time()
+    requests = sum(e.get("requests", 0) for e in pending)
+    lines = [
+        f"pending batches: {len(pending)} ({requests:,} requests); a run collects them, "
+        f"`trace-build run --cancel-batches --out {run_dir}` cancels them"
+    ]
+    for entry in pending:
+        lines.append(
+            f"  {entry['id']}: {entry.get('requests', 0):,} requests to {entry.get('model')}, "
+            f"{entry.get('status')} {format_duration(now - entry.get('status_at', now))} ago, "
+            f"submitted {format_duration(now - entry.get('submitted', now))} ago"
+        )
+    return lines
+
+
 def run_usage_by_task(run_dir: Path) -> dict[str, dict[str, int]]:
     """What every task of the run asked so far (manifests: finished sessions), summed over stages."""
     total: dict[str, dict[str, int]] = {}
@@ -165,8 +188,10 @@ def role_lines(run_dir: Path) -> list[str]:
         tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
         cost = cost_of({t: u for t, u in by_task.items() if role_of(t) == role}, config)
         money = f", ${cost:,.2f}" if cost is not None else ""
+        through = f" ({usage['batched']:,} through batches)" if usage.get("batched") else ""
         parts.append(
-            f"{role} ({config.backend_for(role).model}) {usage.get('requests', 0):,} requests, {tokens:,} tokens{money}"
+            f"{role} ({config.backend_for(role).model}) {usage.get('requests', 0):,} requests{through}, "
+            f"{tokens:,} tokens{money}"
         )
     return [f"by role: {'; '.join(parts)}"] if parts else []
 
@@ -174,7 +199,7 @@ def role_lines(run_dir: Path) -> list[str]:
 def run_details(run_dir: Path) -> list[str]:
     """What `status` prints under its table: a run in progress, retryable rows, quota fill, per-stage
     figures, tokens per task."""
-    lines = [*run_state_lines(run_dir), *role_lines(run_dir)]
+    lines = [*run_state_lines(run_dir), *batch_lines(run_dir), *role_lines(run_dir)]
     if (line := per_train_row(run_dir)) is not None:
         lines.append(line)
     seeds = StageStore(run_dir, "seeds").manifest

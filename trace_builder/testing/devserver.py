@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from trace_builder.testing.batchapi import BatchAPI
 from trace_builder.testing.scripted import Refused, dialect_of
 
 Responder = Callable[[str, dict], str]
@@ -110,6 +111,8 @@ class ScriptedServer:
         self.requests_per_minute = requests_per_minute
         self._accepted_at: deque[float] = deque()
         self.stats = _Stats()
+        # The Batch API (testing/batchapi.py): lines answered by `_chat`, without the latency.
+        self.batches = BatchAPI(lambda headers, body: self._chat(headers, body, latency=False))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -189,8 +192,11 @@ class ScriptedServer:
             writer.close()
 
     @staticmethod
-    def _write(writer: asyncio.StreamWriter, status: int, payload: dict, extra: dict[str, str]) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode()
+    def _write(writer: asyncio.StreamWriter, status: int, payload: dict | bytes, extra: dict[str, str]) -> None:
+        # bytes: a file's content (the Batch API's output files), sent as they are
+        raw = isinstance(payload, bytes)
+        data = payload if raw else json.dumps(payload, ensure_ascii=False).encode()
+        kind = "application/octet-stream" if raw else "application/json"
         reason = {
             200: "OK",
             400: "Bad Request",
@@ -199,7 +205,7 @@ class ScriptedServer:
             429: "Too Many Requests",
             500: "Internal Server Error",
         }.get(status, "X")
-        head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        head = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {kind}", f"Content-Length: {len(data)}"]
         head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
 
@@ -212,9 +218,11 @@ class ScriptedServer:
             return 200, self.stats_snapshot(), {}
         if method == "POST" and path.endswith("/chat/completions"):
             return await self._chat(headers, json.loads(body))
+        if (reply := await self.batches.route(method, path, headers, body)) is not None:
+            return reply
         return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}, {}
 
-    async def _chat(self, headers: dict, body: dict) -> tuple[int, dict, dict]:
+    async def _chat(self, headers: dict, body: dict, latency: bool = True) -> tuple[int, dict, dict]:
         task = headers.get("x-trace-build-task", "")
         dialect = dialect_of(body)
         if dialect is not None and dialect not in self.dialects:
@@ -230,7 +238,7 @@ class ScriptedServer:
         if self._over_rate_limit():
             self.stats.faults["rate_limit"] += 1
             return 429, {"error": {"message": "rate limit reached", "type": "requests"}}, {"Retry-After": "0.5"}
-        if self.latency_s:
+        if self.latency_s and latency:
             await asyncio.sleep(self.latency_s)
         if fault == "429":
             self.stats.faults["429"] += 1
@@ -301,6 +309,10 @@ class ScriptedServer:
             "faults": dict(self.stats.faults),
             # answers the responder broke on purpose (ScriptedResponder.model_like), by digest
             "broken_answers": sorted(getattr(self.responder, "broken", ())),
+            "batches": len(self.batches.batches),
+            "batch_sizes": [b["request_counts"]["total"] for b in self.batches.batches.values()],
+            "batch_lines": sum(self.batches.submitted.values()),
+            "batch_lines_repeated": self.batches.repeated,
         }
 
 
