@@ -145,3 +145,12 @@ def test_a_run_the_judge_let_no_row_through_says_what_to_change(tmp_path):
     some_rows = RunSummary(tmp_path, final_rows={"sft": 3}, failure_reasons=Counter({"respond: judge_below_10": 6}))
     other_reason = RunSummary(tmp_path, final_rows={"sft": 0}, failure_reasons=Counter({"expand: quality_rejected": 6}))
     assert empty_run_hint(some_rows) is None and empty_run_hint(other_reason) is None
+
+
+def test_a_config_built_in_python_has_the_fingerprints_of_the_same_config_read_from_a_file():
+    from trace_builder.config import RunConfig
+    from trace_builder.pipeline.registry import stage_fingerprints
+
+    built = RunConfig()
+    read = RunConfig.model_validate(json.loads(built.model_dump_json()))
+    assert stage_fingerprints(built, "digest") == stage_fingerprints(read, "digest")

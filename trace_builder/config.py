@@ -26,7 +26,9 @@ MAX_SEED_CHARS = 20_000
 class Strict(BaseModel):
     """Settings that refuse unknown keys: a typo in a config is an error, not a silent default."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Defaults are validated too, so that a config built in Python holds the values (floats, not
+    # ints) one read from a file does, and a run folder built one way resumes the other.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class BackendConfig(Strict):
