@@ -17,7 +17,7 @@ from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import manifest_path, read_json, read_parquet_dir
-from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.testing.kills import POINTS, run_and_kill, shards_written
 from trace_builder.testing.scripted import ScriptedResponder, respond
 
@@ -40,6 +40,9 @@ def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
     with ScriptedServer(ScriptedResponder(mark_rate=0.85)) as server:
         cfg = write_config(tmp_path / "c.yaml", server.base_url, limit=30, target=target, generation=SAMPLED)
         summary = run(cfg, tmp_path / "run")
+        shards = read_json(manifest_path(tmp_path / "run", "seeds"))["total_shards"]
+        run(cfg, tmp_path / "run")  # the same command on the finished run
+    assert shards and read_json(manifest_path(tmp_path / "run", "seeds"))["total_shards"] == shards
     config = load_config(cfg)
     train_quota, eval_quota = count_quotas(config)
     sft = read_parquet_dir(tmp_path / "run" / "final" / "sft")
@@ -61,6 +64,29 @@ def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
     filtered = read_json(manifest_path(tmp_path / "run", "filter"))
     assert filtered["seeds_by_side"]["both"] == 0 and filtered["seeds_by_side"]["eval"] > 0
     assert any(note.startswith("quotas met") for note in summary.notes)
+
+
+def test_a_rerun_re_asking_the_failures_of_a_finished_target_run_keeps_its_seed_shards(tmp_path):
+    from trace_builder.run.store import StageStore
+
+    out = tmp_path / "run"
+    with ScriptedServer(
+        ScriptedResponder(mark_rate=0.85), faults=Faults(server_error_every=9, transient_attempts=10**6)
+    ) as server:
+        cfg = write_config(
+            tmp_path / "c.yaml", server.base_url, limit=30, target="{train_rows: 30, eval_rows: 10}", generation=SAMPLED
+        )
+        text = open(cfg).read().replace("  max_retries: 4", "  max_retries: 0")  # a 500 fails its row at once
+        open(cfg, "w").write(text)
+        run(cfg, out)
+        shards = read_json(manifest_path(out, "seeds"))["total_shards"]
+        assert sum(StageStore(out, "respond").manifest["failures"].values()) > 0  # some rows failed on a 500
+        server.faults = Faults()  # the server recovers; the same command re-asks those rows
+        run(cfg, out)
+    assert shards and read_json(manifest_path(out, "seeds"))["total_shards"] == shards
+    assert all(
+        StageStore(out, s).verified_status() == "done" for s in ("seeds", "expand", "respond", "perturb", "filter")
+    )
 
 
 def test_a_spent_budget_is_a_reported_shortfall(tmp_path):

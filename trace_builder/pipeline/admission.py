@@ -147,6 +147,8 @@ class QuotaAdmission(RowSource):
                 self.store.forget_shards(orphans)  # of a round whose writing was cut short
         self.total_shards = len(self.store.done_shards())
         self.total_rows = self.store.rows_written()
+        # What rounds are already written, also when this run admits none (a rerun re-asking failures).
+        self.store.manifest["total_shards"] = self.total_shards
 
     # -- the engine's side -------------------------------------------------------------
     async def shards(self) -> AsyncIterator[int]:
