@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from trace_builder.pipeline.dedup import jaccard, lsh_index, near_duplicates, shingles
+from trace_builder.pipeline.dedup import BandIndex, jaccard, lsh_index, near_duplicates, shingles, signatures
 
 THRESHOLD = 0.85
 
@@ -54,6 +54,19 @@ def test_bands_follow_the_threshold():
     strict, loose = lsh_index(0.95), lsh_index(0.5)
     assert strict.b * strict.r <= 128 and loose.b * loose.r <= 128
     assert strict.r > loose.r  # more rows per band: a higher similarity needed to collide
+
+
+def test_the_compact_band_index_finds_what_datasketchs_index_finds():
+    texts, _ = planted(originals=300, seed=3)
+    ours, theirs = BandIndex(THRESHOLD), lsh_index(THRESHOLD)
+    found = 0
+    for key, signature in enumerate(signatures([shingles(t) for t in texts])):
+        candidates = ours.query(signature)
+        assert candidates == sorted(theirs.query(signature))
+        found += bool(candidates)
+        ours.insert(key, signature)
+        theirs.insert(key, signature)
+    assert found > 100  # the planted copies collide with their originals
 
 
 def test_chains_resolve_to_the_first_text_and_chinese_uses_characters():

@@ -61,15 +61,46 @@ def _jaccard_hashed(a: np.ndarray, b: np.ndarray) -> float:
     return common / (len(a) + len(b) - common)
 
 
+class BandIndex:
+    """The LSH index of the originals' signatures, in datasketch's band layout for the threshold but
+    held compactly: per band, a dict from the band's 64-bit hash to the first original (a list when
+    several share it). datasketch's in-memory index keeps a set per bucket and the bands' bytes,
+    about 4.6 KB per original; this keeps about 1 KB, so a 120K-row filter stays small."""
+
+    def __init__(self, threshold: float, num_perm: int = NUM_PERM):
+        layout = lsh_index(threshold, num_perm)
+        self.bands, self.rows = layout.b, layout.r
+        self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
+
+    def _keys(self, signature: MinHash) -> list[int]:
+        values = signature.hashvalues[: self.bands * self.rows].reshape(self.bands, self.rows)
+        return [hash(band.tobytes()) for band in values]
+
+    def query(self, signature: MinHash) -> list[int]:
+        """The originals sharing at least one band with `signature`, in insertion order."""
+        found: set[int] = set()
+        for buckets, key in zip(self._buckets, self._keys(signature), strict=True):
+            held = buckets.get(key)
+            if held is not None:
+                found.update(held if isinstance(held, list) else (held,))
+        return sorted(found)
+
+    def insert(self, original: int, signature: MinHash) -> None:
+        for buckets, key in zip(self._buckets, self._keys(signature), strict=True):
+            held = buckets.setdefault(key, original)
+            if held != original:
+                buckets[key] = [*held, original] if isinstance(held, list) else [held, original]
+
+
 class NearDuplicates:
     """Texts seen one at a time: `check(text)` says which earlier text it nearly duplicates (Jaccard >=
     threshold) or None, and remembers it as an original when it is none. Only originals are kept, as
-    MinHash signatures in the LSH index and hashed shingles for the exact confirmation, so memory
-    grows by about 2 KB per original, whatever the text's length."""
+    band hashes in a `BandIndex` and hashed shingles for the exact confirmation, so memory grows by
+    about 2 KB per original, whatever the text's length."""
 
     def __init__(self, threshold: float, num_perm: int = NUM_PERM, seed: int = 0):
         self.threshold, self.num_perm, self.seed = threshold, num_perm, seed
-        self._index = lsh_index(threshold, num_perm)
+        self._index = BandIndex(threshold, num_perm)
         self._originals: dict[int, np.ndarray] = {}
         self._seen = 0
 
@@ -80,7 +111,7 @@ class NearDuplicates:
         for items, signature in zip(sets, signatures(sets, self.num_perm, self.seed)):
             key, self._seen = self._seen, self._seen + 1
             hashed = _hashed(items)
-            candidates = sorted(self._index.query(signature))
+            candidates = self._index.query(signature)
             match = next((j for j in candidates if _jaccard_hashed(hashed, self._originals[j]) >= self.threshold), None)
             if match is None:  # only originals enter the index, so chains resolve to the first text
                 self._index.insert(key, signature)
