@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 
-from trace_builder.pipeline.dedup import BandIndex, jaccard, lsh_index, near_duplicates, shingles, signatures
+import pytest
+
+from trace_builder.config import load_config
+from trace_builder.pipeline.dedup import (
+    BandIndex,
+    NearDuplicates,
+    jaccard,
+    lsh_index,
+    near_duplicates,
+    shingles,
+    signatures,
+)
+from trace_builder.pipeline.filter import DECISION_COLUMNS, screen_stage
+from trace_builder.run.exits import os_error_line
 
 THRESHOLD = 0.85
 
@@ -75,3 +89,55 @@ def test_chains_resolve_to_the_first_text_and_chinese_uses_characters():
     assert near_duplicates(texts, THRESHOLD) == {1: 0, 3: 0}
     assert near_duplicates([], THRESHOLD) == {}
     assert near_duplicates(["", ""], THRESHOLD) == {1: 0}
+
+
+def test_an_index_on_disk_finds_what_the_one_in_memory_finds(tmp_path):
+    texts, _ = planted(originals=200, seed=5)
+    on_disk = NearDuplicates(THRESHOLD, path=tmp_path / "index.sqlite")
+    try:
+        assert on_disk.check_all(texts[:250]) + on_disk.check_all(texts[250:]) == NearDuplicates(THRESHOLD).check_all(
+            texts
+        )
+    finally:
+        on_disk.close()
+
+
+class _OneShard:
+    """A perturb stage of one shard, as screen_stage reads it."""
+
+    def __init__(self, prompts: list[str]):
+        self.rows = {c: [None] * len(prompts) for c in DECISION_COLUMNS}
+        self.rows.update(status=["ok"] * len(prompts), prompt=prompts, response=["r"] * len(prompts))
+        self.rows.update(description=["d"] * len(prompts), input=["NULL"] * len(prompts))
+
+    def done_shards(self) -> list[int]:
+        return [0]
+
+    def read_shard_columns(self, index: int, columns: list[str]) -> dict[str, list]:
+        return {c: self.rows[c] for c in columns}
+
+
+def test_the_filter_keeps_its_index_in_a_scratch_file_it_removes(tmp_path):
+    config = load_config(profile="trace")
+    config.decontamination.official = False
+    texts, _ = planted(originals=40, seed=2)
+    scratch = tmp_path / "filter" / ".screen.tmp"
+    decided = screen_stage(_OneShard(texts), config, scratch)
+    assert set(decided["filter_status"]) <= {"kept", "near_duplicate", "exact_duplicate"}
+    assert (decided["filter_status"] == "near_duplicate").sum() >= 5  # the copies it finds
+    assert not scratch.exists()
+
+
+def test_a_full_disk_under_the_filter_is_named_as_its_index_not_as_the_llm_cache(tmp_path, monkeypatch):
+    def full(self, texts):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(NearDuplicates, "check_all", full)
+    scratch = tmp_path / ".screen.tmp"
+    config = load_config(profile="trace")
+    config.decontamination.official = False
+    with pytest.raises(OSError) as raised:
+        screen_stage(_OneShard(["a b c d"]), config, scratch)
+    line = os_error_line(raised.value)
+    assert str(scratch) in line and "duplicate index" in line and "free some disk space" in line
+    assert "LLM cache" not in line and not scratch.exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import random
+import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from trace_builder.pipeline.dedup import NearDuplicates
 from trace_builder.pipeline.stage import Stage
 from trace_builder.records import FINAL_SCHEMAS, final_layout
 from trace_builder.report.fidelity import tv_distance
-from trace_builder.run.store import FINAL, StageStore, atomic_file, save_manifest, shard_entry, shard_name
+from trace_builder.run.store import FINAL, TEMP_SUFFIX, StageStore, atomic_file, save_manifest, shard_entry, shard_name
 from trace_builder.seeds import normalise
 
 # What the filter decides on and the splits need, besides the texts it screens: read for every row;
@@ -33,12 +35,16 @@ _SCREENED = ("prompt", "description", "input", "response")
 class Screen:
     """The filter's row-by-row verdicts, in row order: failed, contaminated (overlaps a known eval set),
     too_long, exact_duplicate, near_duplicate, else kept. Keeps per row seen only what the duplicate
-    checks need (a prompt's hash; an original's MinHash bands and hashed shingles)."""
+    checks need (a prompt's hash; an original's MinHash bands and hashed shingles, in SQLite at
+    `scratch` when given, so a run's worth of rows does not grow the process)."""
 
-    def __init__(self, cfg: FilterConfig, checker: Decontaminator | None = None):
+    def __init__(self, cfg: FilterConfig, checker: Decontaminator | None = None, scratch: Path | None = None):
         self.cfg, self.checker = cfg, checker
         self._prompts: set[bytes] = set()
-        self._near = NearDuplicates(cfg.near_duplicate_threshold)
+        self._near = NearDuplicates(cfg.near_duplicate_threshold, path=scratch or ":memory:")
+
+    def close(self) -> None:
+        self._near.close()
 
     def verdicts(self, rows: dict[str, list]) -> tuple[list[str], list[str | None]]:
         """`filter_status` and `contaminated_by` of each row of `rows` (columns as lists)."""
@@ -71,33 +77,41 @@ class Screen:
 
 def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig, checker: Decontaminator | None = None) -> pd.DataFrame:
     """`rows` with `filter_status` and `contaminated_by` (`Screen`'s verdicts)."""
-    status, found = Screen(cfg, checker).verdicts({c: rows[c].tolist() for c in ("status", *_SCREENED)})
+    screen = Screen(cfg, checker)
+    try:
+        status, found = screen.verdicts({c: rows[c].tolist() for c in ("status", *_SCREENED)})
+    finally:
+        screen.close()
     return rows.assign(filter_status=status, contaminated_by=found)
 
 
-def screen_stage(source: StageStore, config: RunConfig) -> pd.DataFrame:
+def screen_stage(source: StageStore, config: RunConfig, scratch: Path) -> pd.DataFrame:
     """One row per input row: its decision columns, verdict and place (`shard`, `row`), read shard by
-    shard with only the columns screening needs (a run's texts are never all in memory at once)."""
-    screen = Screen(config.filter, decontaminator(config))
-    frames = []
-    for index in sorted(source.done_shards()):
-        rows = source.read_shard_columns(index, [*DECISION_COLUMNS, *_SCREENED])
-        status, found = screen.verdicts(rows)
-        decided = {c: rows[c] for c in DECISION_COLUMNS}
-        size = len(status)
-        frames.append(
-            pd.DataFrame(
-                {
-                    **decided,
-                    "filter_status": status,
-                    "contaminated_by": found,
-                    "shard": [index] * size,
-                    "row": range(size),
-                }
-            )
-        )
+    shard with only the columns screening needs (a run's texts are never all in memory at once, and
+    what the duplicate checks remember lives in a SQLite file at `scratch`, removed afterwards)."""
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    scratch.unlink(missing_ok=True)
+    try:
+        with contextlib.closing(Screen(config.filter, decontaminator(config), scratch)) as screen:
+            frames = [screened_shard(screen, source, index) for index in sorted(source.done_shards())]
+    except sqlite3.Error as exc:  # said as the file it is, not as the LLM cache (run/exits.py)
+        cause = errno.ENOSPC if "full" in str(exc) else errno.EIO
+        raise OSError(cause, f"the filter's duplicate index: {exc}", str(scratch)) from exc
+    finally:
+        scratch.unlink(missing_ok=True)
     return (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*DECISION_COLUMNS, "filter_status"])
+    )
+
+
+def screened_shard(screen: Screen, source: StageStore, index: int) -> pd.DataFrame:
+    """`screen_stage`'s rows for shard `index` of `source`."""
+    rows = source.read_shard_columns(index, [*DECISION_COLUMNS, *_SCREENED])
+    status, found = screen.verdicts(rows)
+    decided = {c: rows[c] for c in DECISION_COLUMNS}
+    size = len(status)
+    return pd.DataFrame(
+        {**decided, "filter_status": status, "contaminated_by": found, "shard": [index] * size, "row": range(size)}
     )
 
 
@@ -271,7 +285,7 @@ def write_final(
 
 
 async def run_filter(ctx: StageContext, source: StageStore, target: StageStore) -> dict:
-    decided = screen_stage(source, ctx.config)
+    decided = screen_stage(source, ctx.config, target.dir / f".screen{TEMP_SUFFIX}")
     selections, short = final_selections(decided, ctx.config)
     decided.loc[selections["set_aside"], "filter_status"] = "set_aside"
     counts = write_final(ctx.run_dir, source, decided, selections)
