@@ -64,6 +64,13 @@ def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):
     filtered = read_json(manifest_path(tmp_path / "run", "filter"))
     assert filtered["seeds_by_side"]["both"] == 0 and filtered["seeds_by_side"]["eval"] > 0
     assert any(note.startswith("quotas met") for note in summary.notes)
+    # The eval dataset carries no pairs: its rows were asked for none (no rewrite, no worse answer).
+    perturbed = read_parquet_dir(tmp_path / "run" / "perturb")
+    eval_rows, train_rows = perturbed[perturbed["split"] == "eval"], perturbed[perturbed["split"] == "train"]
+    ok = eval_rows["status"] == "ok"
+    assert ok.any() and (eval_rows.loc[ok, ["dpo_status", "iopo_status"]] == "skipped").all().all()
+    assert eval_rows["response_2"].isna().all() and eval_rows["rejected"].isna().all()
+    assert (train_rows.loc[train_rows["status"] == "ok", "iopo_status"] != "skipped").all()
 
 
 def test_a_rerun_re_asking_the_failures_of_a_finished_target_run_keeps_its_seed_shards(tmp_path):

@@ -31,6 +31,7 @@ from trace_builder.pipeline.instructions import (
     judge_row,
     normalise_constraints,
     prompt_of,
+    verdicts_by_text,
 )
 from trace_builder.pipeline.respond import attempts_allowed, best_answer
 from trace_builder.pipeline.stage import Stage, model_settings
@@ -103,7 +104,11 @@ class _AttemptFailed(Exception):
 
 async def perturb_row(ctx: StageContext, row: dict) -> dict:
     """DPO's rejected answer and the IOPO group, concurrently; either failing fails only its own side
-    (the SFT row stays ok)."""
+    (the SFT row stays ok). A row admitted for the eval split (a target-size run) gets neither: the
+    eval dataset carries no pairs, so they would be requests spent on nothing."""
+    if row.get("split") == "eval":
+        row.update(dpo_status="skipped", dpo_reason="eval_row", iopo_status="skipped", iopo_reason="eval_row")
+        return row
     if ctx.config.respond.make_rejected:
         await asyncio.gather(make_rejected(ctx, row), iopo_group(ctx, row))
     else:
@@ -195,7 +200,8 @@ async def _perturb(ctx: StageContext, row: dict, operation: str, attempt: int) -
     row["prompt_2"] = prompt_of(row, "_2")
 
     # y1 must fail x2 first: no y2 is worth asking for a perturbation that y1 still follows.
-    x2_y1 = await judge_row(client, row, row["response"], suffix="_2", tag="perturb.judge", config=cfg)
+    y1_known = verdicts_by_text(row["constraints"], row["judgement"])
+    x2_y1 = await judge_row(client, row, row["response"], suffix="_2", tag="perturb.judge", config=cfg, known=y1_known)
     row["judgement_x2_y1"] = x2_y1.records()
     row["disputes"] = (row.get("disputes") or 0) + x2_y1.disputes
     if x2_y1.passed:
@@ -205,7 +211,8 @@ async def _perturb(ctx: StageContext, row: dict, operation: str, attempt: int) -
     row.update(response_2=response_2, judgement_x2_y2=x2_y2.records())
     if not x2_y2.passed:
         raise _AttemptFailed("y2_fails_x2", failed_constraints(x2_y2))
-    x1_y2 = await judge_row(client, row, response_2, suffix="", tag="perturb.judge", config=cfg)
+    y2_known = verdicts_by_text(row["constraints_2"], row["judgement_x2_y2"])
+    x1_y2 = await judge_row(client, row, response_2, suffix="", tag="perturb.judge", config=cfg, known=y2_known)
     row["disputes"] += x1_y2.disputes
     row.update(judgement_x1_y2=x1_y2.records(), x1_y2_passes=x1_y2.passed)
     if cfg.perturb.strict and x1_y2.passed:

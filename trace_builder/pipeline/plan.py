@@ -195,8 +195,8 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         cache.close()
     taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
     by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
-    done = StageStore(folder, "perturb").read(["status", "dpo_status", "iopo_status"])
-    ok = done[done["status"] == "ok"]
+    done = StageStore(folder, "perturb").read(["status", "split", "dpo_status", "iopo_status"])
+    ok = done[(done["status"] == "ok") & (done["split"] != "eval")]  # eval rows are given no pairs
     side_shares = {side: float((ok[f"{side}_status"] == "ok").mean()) if len(ok) else 0.0 for side in ("dpo", "iopo")}
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
