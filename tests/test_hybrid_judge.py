@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.conftest import write_config
 from trace_builder.config import load_config
+from trace_builder.judge import ConstraintVerdict, judge_response
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import read_parquet_dir
 from trace_builder.testing.devserver import ScriptedServer
@@ -63,3 +66,52 @@ def test_a_failed_check_spares_the_llm_judge_but_for_the_audit_sample(tmp_path):
             skipped = [v for verdicts in rows["rejected_judgement"] for v in verdicts if v["decided_by"] == "skipped"]
             assert skipped and all(v["score"] is None for v in skipped)
     assert asked[0.0] < asked[1.0]
+
+
+class _Unasked:
+    """An LLM client the judge must not reach; counts the attempts."""
+
+    def __init__(self):
+        self.asked = 0
+
+    async def chat_json(self, *args, **kwargs):
+        self.asked += 1
+        raise AssertionError("the LLM judge was asked")
+
+
+def _judge(client, constraints, response, checks, **kwargs):
+    return asyncio.run(
+        judge_response(
+            client,
+            language="en",
+            description="Write about bees.",
+            constraints=constraints,
+            input_text="NULL",
+            response=response,
+            checks=checks,
+            **kwargs,
+        )
+    )
+
+
+def test_the_llm_judge_is_not_asked_what_checks_and_earlier_verdicts_already_decide():
+    bees = {"kind": "keyword_include", "params": {"keywords": ["bees"]}}
+    client = _Unasked()
+    # Every constraint checked and passed: the pass is decided without the LLM.
+    judged = _judge(client, ["Mention bees."], "Bees and more bees.", [bees], verdict_only=True)
+    assert judged.passed and judged.decided_by == ["code"]
+    # A constraint an earlier judgement of this response passed (x2 against y1 after DELETE or
+    # REVISE keeps it): reused, so a checked constraint plus a known one need no request either.
+    earlier = ConstraintVerdict(10, "llm", "clear", 10)
+    judged = _judge(
+        client, ["Mention bees.", "Be friendly."], "Bees!", [bees, None], verdict_only=True, known=[None, earlier]
+    )
+    assert judged.passed and judged.decided_by == ["code", "llm"] and client.asked == 0
+    # A known failure fails the response at once, the rest unjudged.
+    failed = ConstraintVerdict(3, "llm", "rude", 3)
+    judged = _judge(client, ["Be friendly.", "Be brief."], "x", [None, None], verdict_only=True, known=[failed, None])
+    assert not judged.passed and judged.decided_by == ["llm", "skipped"] and client.asked == 0
+    # Without verdict_only (eval, the audit sample) the LLM scores everything.
+    with pytest.raises(AssertionError):
+        _judge(client, ["Mention bees."], "Bees.", [bees])
+    assert client.asked == 1

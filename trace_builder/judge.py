@@ -136,6 +136,7 @@ async def judge_response(
     temperature: float = 0.0,
     tokens_per_constraint: int = 96,
     verdict_only: bool = False,
+    known: list[ConstraintVerdict | None] | None = None,
 ) -> Judgement:
     """Score every constraint of an instruction against a response.
 
@@ -144,13 +145,19 @@ async def judge_response(
     LLMError when the LLM cannot give one valid score per constraint.
 
     `verdict_only`: the caller needs only whether the response passes (the pipeline's rejection
-    sampling and IOPO rule do), so when a check has already failed it, the LLM is not asked: the
-    other constraints are left unjudged (score None, decided_by SKIPPED).
+    sampling and IOPO rule do), so the LLM is asked only when its scores could change that: not when
+    a check has already failed the response (the other constraints are left unjudged: score None,
+    decided_by SKIPPED), nor when checks and `known` (verdicts an earlier judgement gave this response
+    on the same constraint text) already pass every constraint.
     """
     code = run_checks(response, checks, len(constraints), mode)
-    if verdict_only and any(v is not None and v.score != FULL_MARKS for v in code):
-        unjudged = ConstraintVerdict(None, SKIPPED, "not judged: a check had already failed the response")
-        return Judgement([v if v is not None else unjudged for v in code])
+    if verdict_only:
+        decided = [c if c is not None else (known[i] if known else None) for i, c in enumerate(code)]
+        if any(v is not None and v.score != FULL_MARKS for v in decided):
+            unjudged = ConstraintVerdict(None, SKIPPED, "not judged: a check had already failed the response")
+            return Judgement([v if v is not None else unjudged for v in decided])
+        if all(v is not None for v in decided):
+            return Judgement(decided)
     messages = render_messages(
         "judge", language, description=description, constraints=constraints, input_text=input_text, response=response
     )

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from trace_builder.judge import Judgement, judge_response
+from trace_builder.judge import ConstraintVerdict, Judgement, judge_response
 from trace_builder.llm.client import LLMClient
 from trace_builder.llm.structured import strict_schema
 from trace_builder.records import FULL_MARKS, SYSTEM_PROMPT, build_user_prompt
@@ -128,9 +128,29 @@ def audited(config, *keys: object) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < config.judge.audit_share
 
 
-async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str, tag: str, config) -> Judgement:
+def verdicts_by_text(constraints: list[str], judgement: list[dict] | None) -> dict[str, ConstraintVerdict]:
+    """An earlier judgement of a response, by constraint text: what judging the same response against
+    an instruction sharing those constraints (x2 against y1, x1 against y2) need not ask again."""
+    return {
+        text: ConstraintVerdict(**record)
+        for text, record in zip(constraints, judgement if judgement is not None else [])
+        if record["score"] is not None
+    }
+
+
+async def judge_row(
+    client: LLMClient,
+    row: dict,
+    response: str,
+    *,
+    suffix: str,
+    tag: str,
+    config,
+    known: dict[str, ConstraintVerdict] | None = None,
+) -> Judgement:
     """Judge `response` against the row's constraints (suffix '' for x1, '_2' for x2). The pipeline needs
-    only pass or fail: a response a check already failed is not sent to the LLM judge, but for an audit sample."""
+    only pass or fail: the LLM judge is not asked where checks and `known` verdicts (`verdicts_by_text`)
+    already decide it (`judge_response`'s verdict_only), but for an audit sample."""
     verdict_only = config.judge.skip_after_failed_check and not audited(config, row["id"], tag, suffix, response)
     return await judge_response(
         client,
@@ -144,6 +164,7 @@ async def judge_row(client: LLMClient, row: dict, response: str, *, suffix: str,
         temperature=config.generation.judge_temperature,
         tokens_per_constraint=config.generation.judge_tokens_per_constraint,
         verdict_only=verdict_only,
+        known=[known.get(text) for text in row["constraints" + suffix]] if known else None,
     )
 
 
