@@ -120,8 +120,10 @@ class TaxonomyConfig(Strict):
 class JudgeConfig(Strict):
     """How the pipeline's hybrid judge spends LLM requests (eval's judge always scores everything)."""
 
-    # The pipeline needs only pass or fail: once a check fails a response, the LLM is not asked about
-    # the other constraints (they stay unjudged), but for an audit sample that keeps disputes measured.
+    # The pipeline needs only pass or fail, so the LLM is asked only when its scores could change that:
+    # not once a check fails a response (the other constraints stay unjudged), nor when checks and the
+    # verdicts an earlier judgement gave the same response on the same constraints pass them all; but
+    # for an audit sample that keeps check/judge disputes measured. False: the LLM scores everything.
     skip_after_failed_check: bool = True
     audit_share: float = Field(0.05, ge=0, le=1)
 
