@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sqlite3
@@ -155,9 +156,6 @@ def near_duplicates(texts: list[str], threshold: float, num_perm: int = NUM_PERM
     LSH finds candidate pairs in about linear time; each candidate is confirmed with the
     exact Jaccard, so a reported pair is never a false positive.
     """
-    index = NearDuplicates(threshold, num_perm, seed)
-    try:
+    with contextlib.closing(NearDuplicates(threshold, num_perm, seed)) as index:
         found = index.check_all(texts)
-    finally:
-        index.close()
     return {i: j for i, j in enumerate(found) if j is not None}

@@ -77,11 +77,8 @@ class Screen:
 
 def mark_filtered(rows: pd.DataFrame, cfg: FilterConfig, checker: Decontaminator | None = None) -> pd.DataFrame:
     """`rows` with `filter_status` and `contaminated_by` (`Screen`'s verdicts)."""
-    screen = Screen(cfg, checker)
-    try:
+    with contextlib.closing(Screen(cfg, checker)) as screen:
         status, found = screen.verdicts({c: rows[c].tolist() for c in ("status", *_SCREENED)})
-    finally:
-        screen.close()
     return rows.assign(filter_status=status, contaminated_by=found)
 
 
