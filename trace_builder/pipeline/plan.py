@@ -193,7 +193,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
     finally:
         await client.aclose()
         cache.close()
-    taxonomy = StageStore(folder, "taxonomy").read(["planned_count"])
+    taxonomy = StageStore(folder, "taxonomy").read(["planned_count", "split"])
     by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
     done = StageStore(folder, "perturb").read(["status", "split", "dpo_status", "iopo_status"])
     ok = done[(done["status"] == "ok") & (done["split"] != "eval")]  # eval rows are given no pairs
@@ -207,6 +207,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         "rows": len(rows),
         "run_seed_ids": run_seed_ids,
         "counts": [int(c) for c in taxonomy["planned_count"]],
+        "sides": [str(side) for side in taxonomy["split"]],
         "costs": meter.costs,
         "admitted_by_count": dict(measured["admitted"]),
         "usable_by_count": dict(usable_by_count),
@@ -263,8 +264,11 @@ def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, flo
     return {c: min(max(a + b * c, MIN_YIELD), 1.0) for c in counts}
 
 
-def run_rows_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, float]:
-    """How many rows of each constraint count the run will process (seeds admitted, in a target-size run)."""
+def run_rows_by_count(
+    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = ("train", "eval")
+) -> dict[int, float]:
+    """How many rows of each constraint count the run will process (seeds admitted for `sides`, in a
+    target-size run)."""
     if not config.target.enabled:
         tax = config.taxonomy
         rows: dict[int, float] = {}
@@ -274,18 +278,21 @@ def run_rows_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, 
             ).count
             rows[c] = rows.get(c, 0) + 1
         return rows
-    rows = seeds_needed_by_count(config, measures)
-    total, budget = sum(rows.values()), config.target.seed_budget
+    rows = seeds_needed_by_count(config, measures, sides)
+    total, budget = sum(seeds_needed_by_count(config, measures).values()), config.target.seed_budget
     if total > budget:
         rows = {c: n * budget / total for c, n in rows.items()}
     return rows
 
 
-def seeds_needed_by_count(config: RunConfig, measures: dict[str, Any]) -> dict[int, float]:
-    """Seeds a target-size run admits per constraint count to meet every quota, budget aside."""
+def seeds_needed_by_count(
+    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = ("train", "eval")
+) -> dict[int, float]:
+    """Seeds a target-size run admits per constraint count to meet the quotas of `sides`, budget aside."""
     need: dict[int, int] = {}
-    for (_, count), n in rows_needed(config).items():
-        need[count] = need.get(count, 0) + n
+    for (side, count), n in rows_needed(config).items():
+        if side in sides:
+            need[count] = need.get(count, 0) + n
     yields = yield_by_count(measures, list(need))
     return {c: n / yields[c] for c, n in need.items() if n}
 
@@ -325,13 +332,21 @@ def project(
     if exact:
         for c in counts:
             rest[c] = max(rest.get(c, 0) - 1, 0)
+    # A target run's eval rows get no pairs, and eval quotas take a share of the later rounds the pilot
+    # does not show: perturb's cost is fitted on the pilot's train rows and spent on the run's.
+    sides = measures.get("sides") or [None] * n_pilot
+    pairs_only_train = config.target.enabled and "train" in sides
     stages: dict[str, dict[str, Any]] = {}
     for stage in ROW_STAGES:
+        pilot_rows, rows = range(n_pilot), rest
+        if stage == "perturb" and pairs_only_train:
+            pilot_rows = [i for i in range(n_pilot) if sides[i] != "eval"]
+            rows = run_rows_by_count(config, measures, ("train",))
         projected = {}
         for metric in METRICS:
             values = costs[stage][metric]
-            a, b = fit_line([(c, v, 1.0) for c, v in zip(counts, values)])
-            fitted = sum(max(a + b * c, 0.0) * n for c, n in rest.items())
+            a, b = fit_line([(counts[i], values[i], 1.0) for i in pilot_rows])
+            fitted = sum(max(a + b * c, 0.0) * n for c, n in rows.items())
             projected[metric] = round(fitted + (sum(values) if exact else 0))
         projected["requests_per_seed"] = round(sum(costs[stage]["requests"]) / max(n_pilot, 1), 2)
         stages[stage] = projected
