@@ -29,7 +29,7 @@ from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import ROW_PROGRESS
 from trace_builder.llm.factory import make_backend
 from trace_builder.llm.roles import ROLES, cost_of, open_role_clients, role_of
-from trace_builder.pipeline.admission import MIN_YIELD, QuotaAdmission, measure_yields, rows_needed
+from trace_builder.pipeline.admission import MIN_YIELD, SIDES, QuotaAdmission, measure_yields, rows_needed
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
 from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
@@ -264,9 +264,7 @@ def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, flo
     return {c: min(max(a + b * c, MIN_YIELD), 1.0) for c in counts}
 
 
-def run_rows_by_count(
-    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = ("train", "eval")
-) -> dict[int, float]:
+def run_rows_by_count(config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = SIDES) -> dict[int, float]:
     """How many rows of each constraint count the run will process (seeds admitted for `sides`, in a
     target-size run)."""
     if not config.target.enabled:
@@ -286,7 +284,7 @@ def run_rows_by_count(
 
 
 def seeds_needed_by_count(
-    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = ("train", "eval")
+    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = SIDES
 ) -> dict[int, float]:
     """Seeds a target-size run admits per constraint count to meet the quotas of `sides`, budget aside."""
     need: dict[int, int] = {}
