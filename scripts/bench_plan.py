@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trace_builder.config import RunConfig
+from trace_builder.config import DEFAULT_PILOT, PILOT_PRECISION, RunConfig
 from trace_builder.pipeline.plan import make_plan
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
@@ -45,9 +45,9 @@ def error(planned: float, actual: float) -> float | None:
     return round((planned - actual) / actual, 4) if actual else None
 
 
-def bench_case(name: str, config: RunConfig, root: Path, pilot: int, quiet: Console) -> dict:
+def bench_case(name: str, config: RunConfig, root: Path, pilot: int, precision: float, quiet: Console) -> dict:
     planned_dir, fresh_dir = root / f"{name}-planned", root / f"{name}-fresh"
-    plan = asyncio.run(make_plan(config, planned_dir, pilot=pilot, console=quiet))
+    plan = asyncio.run(make_plan(config, planned_dir, pilot=pilot, precision=precision, console=quiet))
     asyncio.run(run_pipeline(config, fresh_dir, list(STAGE_NAMES), console=quiet))
     asyncio.run(run_pipeline(config, planned_dir, list(STAGE_NAMES), console=quiet))
     fresh, reused = run_usage(fresh_dir), run_usage(planned_dir)
@@ -63,6 +63,7 @@ def bench_case(name: str, config: RunConfig, root: Path, pilot: int, quiet: Cons
         "case": name,
         "settings": config.describe(),
         "pilot_seeds": plan["pilot"]["seeds"],
+        "pilot_wall_seconds": plan["pilot"]["wall_seconds"],
         "plan_relative_sd": plan["relative_sd"],
         "seeds": {"plan": plan["seeds"], "run": admitted, "error": error(plan["seeds"], admitted)},
         **{
@@ -79,7 +80,8 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=400)
     parser.add_argument("--eval-rows", type=int, default=80)
     parser.add_argument("--limit", type=int, default=300, help="seeds of the plain-run case")
-    parser.add_argument("--pilot", type=int, default=40)
+    parser.add_argument("--pilot", type=int, default=DEFAULT_PILOT, help="the pilot's first size")
+    parser.add_argument("--precision", type=float, default=PILOT_PRECISION, help="plan --precision (1: a fixed pilot)")
     parser.add_argument("--mark-rate", type=float, default=0.9)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -101,7 +103,7 @@ def main() -> None:
                 config.target.max_seeds = args.max_seeds
             else:
                 config.seeds.limit, config.filter.eval_size = args.limit, 20
-            results.append(bench_case(name, config, Path(tmp), args.pilot, quiet))
+            results.append(bench_case(name, config, Path(tmp), args.pilot, args.precision, quiet))
     print(json.dumps(results, indent=2))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import pytest
 from rich.console import Console
@@ -14,7 +15,18 @@ from trace_builder.cli import app
 from trace_builder.config import PricesConfig, load_config
 from trace_builder.llm.base import ChatResult
 from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
-from trace_builder.pipeline.plan import Meter, fit_line, make_plan, project, run_rows_by_count
+from trace_builder.pipeline.admission import rows_needed
+from trace_builder.pipeline.plan import (
+    Meter,
+    fit_line,
+    forecast_admission,
+    grown_pilot,
+    make_plan,
+    pair_share,
+    project,
+    projected_rows,
+    run_rows_by_count,
+)
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import StageStore
@@ -59,6 +71,79 @@ def test_meter_counts_per_row_and_stage():
     assert meter.costs[(None, "seeds")]["requests"] == 1
 
 
+def test_the_pilot_grows_as_the_square_of_its_spread_within_what_the_run_has():
+    assert grown_pilot(40, 0.04, 0.05, 500) == 40  # precise enough already
+    assert grown_pilot(40, None, 0.05, 500) == 40  # nothing to measure the spread on
+    assert grown_pilot(40, 0.15, 0.05, 500) == 360  # 40 x (0.15 / 0.05)^2
+    assert grown_pilot(40, 0.055, 0.05, 500) == 60  # at least half as large again
+    assert grown_pilot(40, 0.15, 0.05, 100) == 100  # no more rows than the run's first ones
+    assert grown_pilot(40, 0.15, 0.0, 100) == 100
+    assert grown_pilot(900, 0.15, 0.05, 5000) == 1000  # MAX_PILOT
+
+
+def _target_measures(usable_per_row: float, fall_per_constraint: float = 0.0) -> dict:
+    """A pilot whose rows are usable at `usable_per_row`, less `fall_per_constraint` per constraint."""
+    admitted = {c: 100 for c in range(1, 16)}
+    usable = {c: (usable_per_row - fall_per_constraint * (c - 1)) * n for c, n in admitted.items()}
+    return {"admitted_by_count": admitted, "usable_by_count": usable}
+
+
+def test_forecast_plays_admissions_rounds_forward():
+    config = load_config(profile="trace", backend_kind="openai")
+    config.target.train_rows, config.target.eval_rows = 300, 40
+    need = rows_needed(config)
+    # Every row usable: the first round admits exactly the quotas and meets them.
+    every = forecast_admission(config, _target_measures(1.0), math.inf)
+    assert every["admitted"] == every["usable"] == {k: float(n) for k, n in need.items()}
+    # Half of them: rounds sized on partial yields overshoot need / yield, a little, and a forecast repeats.
+    half = forecast_admission(config, _target_measures(0.5), math.inf)
+    ideal = sum(need.values()) / 0.5
+    assert ideal < sum(half["admitted"].values()) < 1.15 * ideal
+    assert all(half["usable"][key] >= n for key, n in need.items())
+    assert half == forecast_admission(config, _target_measures(0.5), math.inf)
+    # Within a budget the rounds stop where it is spent, with about half as many usable rows.
+    short = forecast_admission(config, _target_measures(0.5), 500)
+    assert sum(short["admitted"].values()) == 500
+    assert abs(sum(short["usable"].values()) - 250) < 10
+
+
+def test_a_short_budget_projects_the_rows_the_filter_keeps_in_tracess_shape():
+    config = load_config(profile="trace", backend_kind="openai")
+    config.target.train_rows, config.target.eval_rows, config.target.max_seeds = 300, 40, 400
+    # Yields fall with the count: the budget runs out with the high counts short, the low ones met.
+    pairs = {"dpo": {c: [10, 10] for c in range(1, 16)}, "iopo": {c: [5, 10] for c in range(1, 16)}}
+    measures = {**_target_measures(0.9, 0.05), "pairs_by_count": pairs}
+    usable = forecast_admission(config, measures, 400)["usable"]
+    projected = projected_rows(config, measures, {})
+    # Fewer rows than the usable ones: the counts that filled up are trimmed to keep the shape.
+    assert 0 < projected["sft"] < sum(n for (side, _), n in usable.items() if side == "train") < 300
+    assert projected["iopo"] == round(projected["sft"] * 0.5)
+    config.target.on_shortfall = "keep_rows"
+    assert projected_rows(config, {**measures}, {})["sft"] > projected["sft"]
+
+
+def test_pair_shares_follow_the_final_rows_mix_of_counts():
+    # IOPO groups hold for 9 rows in 10 at 2 constraints and 5 in 10 at 6: a line in the count.
+    measures = {"pairs_by_count": {"iopo": {2: [9, 10], 6: [5, 10]}}}
+    assert pair_share(measures, "iopo", {2: 1.0, 6: 1.0}) == pytest.approx(0.7)
+    assert pair_share(measures, "iopo", {6: 3.0, 2: 1.0}) == pytest.approx((0.9 + 3 * 0.5) / 4)
+    assert pair_share(measures, "iopo", {12: 1.0}) == 0.0  # the line ends at 0
+    assert pair_share(measures, "iopo", {}) == 0.0
+
+
+def test_a_growing_pilot_measures_each_row_once(tmp_path):
+    # Answers that fail constraints at random make rows cost differently: a spread to grow on.
+    with ScriptedServer(ScriptedResponder(mark_rate=0.7)) as server:
+        cfg = load_config(write_config(tmp_path / "c.yaml", server.base_url, limit=8))
+        grown = asyncio.run(make_plan(cfg, tmp_path / "grown", pilot=4, precision=0.0, console=QUIET))
+        whole = asyncio.run(make_plan(cfg, tmp_path / "whole", pilot=8, precision=1.0, console=QUIET))
+    assert grown["pilot"]["seeds"] == whole["pilot"]["seeds"] == 8
+    for metric in ("requests", "prompt_tokens", "completion_tokens"):
+        assert grown["pilot"][metric] == whole["pilot"][metric] > 0
+        assert grown[metric] == whole[metric]
+    assert grown["pilot"]["answers_from_earlier_sessions"] == 0
+
+
 def test_projection_scales_fitted_costs_over_the_runs_rows(tmp_path):
     config = load_config(profile="trace", backend_kind="openai")
     config.target.train_rows, config.target.eval_rows = 100, 0
@@ -96,10 +181,9 @@ def test_plan_is_within_15_percent_of_the_run_and_its_answers_are_reused(tmp_pat
     with ScriptedServer(ScriptedResponder(mark_rate=0.9)) as server:
         cfg = load_config(write_config(tmp_path / "c.yaml", server.base_url, concurrency=16, **size))
         planned, fresh = tmp_path / "planned", tmp_path / "fresh"
-        # A pilot of 20 rows samples too few to tell 15% apart: its own error came to -14.5% on
-        # requests and -15.3% on tokens once the sentence rule changed which answers pass. Since eval
-        # rows get no pairs, perturb is fitted on the pilot's train rows alone: 30 gave -15.4%, 40 -7.4%.
-        plan = asyncio.run(make_plan(cfg, planned, pilot=40, console=QUIET))
+        # The pilot starts at 40 rows and grows towards --precision (5%) within the run's first rows;
+        # the target case's forecast plays admission's rounds forward (its small quotas overshoot).
+        plan = asyncio.run(make_plan(cfg, planned, console=QUIET))
         asyncio.run(run_pipeline(cfg, fresh, list(STAGE_NAMES), console=QUIET))
         asyncio.run(run_pipeline(cfg, planned, list(STAGE_NAMES), console=QUIET))
     run, after_plan = asked(fresh), asked(planned)

@@ -14,7 +14,15 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from trace_builder.config import BACKEND_KINDS, PROFILES, load_config, validate_settings
+from trace_builder.config import (
+    BACKEND_KINDS,
+    DEFAULT_PILOT,
+    MAX_PILOT,
+    PILOT_PRECISION,
+    PROFILES,
+    load_config,
+    validate_settings,
+)
 from trace_builder.errors import ModelLoadError, ServerRefused, UserError, missing_package_fix
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build TRACE-style data, train on it, evaluate.")
@@ -363,7 +371,15 @@ def plan(
     out: Path = typer.Option(
         Path("runs/default"), "--out", help="the run directory (the pilot's answers go to its cache)"
     ),
-    pilot: int = typer.Option(40, "--pilot", min=1, help="seeds run through every stage to measure"),
+    pilot: int = typer.Option(
+        DEFAULT_PILOT, "--pilot", min=1, help="seeds run through every stage to measure, at first"
+    ),
+    precision: float = typer.Option(
+        PILOT_PRECISION,
+        "--precision",
+        min=0.0,
+        help=f"grow the pilot (up to {MAX_PILOT:,} seeds) until one sd of the projected requests is within this share; 1 keeps it at --pilot",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
 ) -> None:
     """Run a pilot of the run's first seeds and project the whole run: seeds, requests, tokens, time, cost."""
@@ -371,7 +387,7 @@ def plan(
 
     from trace_builder.pipeline.plan import make_plan, plan_summary_lines, plan_table_rows
 
-    result = asyncio.run(make_plan(config, out, pilot=pilot, console=console))
+    result = asyncio.run(make_plan(config, out, pilot=pilot, precision=precision, console=console))
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -21,6 +21,12 @@ BACKEND_KINDS = ("local", "openai", "vllm")
 BackendKind = Literal["local", "openai", "vllm"]
 PROFILES = ("trace", "demo")
 MAX_SEED_CHARS = 20_000
+# `trace-build plan`'s pilot: its first size, and it grows until one standard deviation of the
+# projected requests is within PILOT_PRECISION, up to MAX_PILOT seeds (its rows are the run's own,
+# answers cached, so growing it costs the run nothing).
+DEFAULT_PILOT = 40
+PILOT_PRECISION = 0.05
+MAX_PILOT = 1000
 
 
 class Strict(BaseModel):
@@ -178,6 +184,11 @@ class TargetConfig(Strict):
     @property
     def seed_budget(self) -> int:
         return self.max_seeds or 4 * ((self.train_rows or 0) + self.eval_rows)
+
+    @property
+    def shortfall_tolerance(self) -> float | None:
+        """How close a short split keeps to TRACE's shape (total variation); None keeps every row."""
+        return self.shape_tolerance if self.on_shortfall == "keep_shape" else None
 
 
 class DecontaminationConfig(Strict):

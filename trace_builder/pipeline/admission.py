@@ -205,20 +205,12 @@ class QuotaAdmission(RowSource):
         left = cfg.target.seed_budget - state["seeds"]
         if not short or left <= 0:
             return []
-        overall = sum(state["usable"].values()) / state["seeds"] if state["seeds"] else _FIRST_ROUND_YIELD
-        overall = max(overall, _MIN_OVERALL_YIELD)
-        wanted = {
-            key: math.ceil(
-                n / _smoothed(sum(state["usable"][s, key[1]] for s in SIDES), state["admitted"][key[1]], overall)
-            )
-            for key, n in short.items()
-        }
-        wanted = _scale_to(wanted, left)
+        wanted = scale_to(seeds_wanted(short, state["usable"], state["admitted"], state["seeds"]), left)
         items = [key for key, n in sorted(wanted.items()) for _ in range(n)]
         rng = random.Random(f"{cfg.seed}-round-{len(self.store.manifest.get('rounds', []))}")
         rng.shuffle(items)
         taken = await self._take_seeds(Counter(side for side, _ in items), state)
-        weights = self._dimension_weights(state, overall)
+        weights = self._dimension_weights(state, overall_yield(state["usable"], state["seeds"]))
         rows = []
         for side, count in items:
             if not taken[side]:
@@ -279,12 +271,7 @@ class QuotaAdmission(RowSource):
 
     def seeds_to_meet(self, state: dict) -> int:
         """Seeds still to admit for every quota to be met, at the yields measured per count so far."""
-        admitted = max(state["seeds"], 1)
-        overall = max(sum(state["usable"].values()) / admitted, _MIN_OVERALL_YIELD)
-        return sum(
-            math.ceil(n / _smoothed(sum(state["usable"][s, c] for s in SIDES), state["admitted"][c], overall))
-            for (_, c), n in self._short(state).items()
-        )
+        return sum(seeds_wanted(self._short(state), state["usable"], state["admitted"], state["seeds"]).values())
 
     def wants_more(self) -> bool:
         """Quotas unmet and budget left: a finished run given a larger target or budget goes on admitting."""
@@ -358,11 +345,28 @@ def measure_yields(seeds_store: StageStore, last: StageStore) -> dict:
     }
 
 
+def overall_yield(usable: Counter, seeds: int) -> float:
+    """Usable rows per admitted seed so far (a first round takes every row to be usable), floored."""
+    return max(sum(usable.values()) / seeds if seeds else _FIRST_ROUND_YIELD, _MIN_OVERALL_YIELD)
+
+
+def seeds_wanted(short: dict[tuple[str, int], int], usable: Counter, admitted: Counter, seeds: int) -> dict:
+    """Admission's round rule: seeds to admit per (side, count) for the rows still `short`, at the
+    yield each count has shown so far (`usable` per (side, count), `admitted` per count, `seeds` in
+    all), pulled towards the overall yield while a count has few rows. `trace-build plan` forecasts a
+    run by playing this rule forward."""
+    overall = overall_yield(usable, seeds)
+    return {
+        key: math.ceil(n / _smoothed(sum(usable[side, key[1]] for side in SIDES), admitted[key[1]], overall))
+        for key, n in short.items()
+    }
+
+
 def _smoothed(usable: int, admitted: int, overall: float) -> float:
     return max((usable + _PRIOR_ROWS * overall) / (admitted + _PRIOR_ROWS), MIN_YIELD)
 
 
-def _scale_to(wanted: dict, budget: int) -> dict:
+def scale_to(wanted: dict, budget: int) -> dict:
     """`wanted` scaled down to `budget` in all, in proportion (largest remainder)."""
     total = sum(wanted.values())
     if total <= budget:

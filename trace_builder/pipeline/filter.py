@@ -162,6 +162,18 @@ def shaped_quota(rows: int, histogram: list[float], available: Counter, toleranc
     return next(take for distance, take in sizes if distance <= bound)
 
 
+def side_quota(rows: int, histogram: list[float], available: Counter, tolerance: float | None) -> dict[int, int]:
+    """Rows to take per constraint count for one side of a target-size run: its quota when the
+    `available` rows meet it; when short, TRACE's shape within `tolerance` (`shaped_quota`), or (None)
+    every row it has up to the quota."""
+    quota = largest_remainder(rows, histogram)
+    if all(available[c] >= n for c, n in quota.items()):
+        return quota
+    if tolerance is not None:
+        return shaped_quota(rows, histogram, available, tolerance)
+    return {c: min(n, available[c]) for c, n in quota.items()}
+
+
 def quota_split(
     kept: pd.DataFrame, targets: dict[str, tuple[int, list[float]]], seed: int, tolerance: float | None = 0.02
 ) -> tuple[dict[str, set], dict[str, dict[int, int]]]:
@@ -174,13 +186,11 @@ def quota_split(
     short: dict[str, dict[int, int]] = {}
     for side, (rows, histogram) in targets.items():
         mine = kept[kept["split"] == side]["constraint_count"].astype(int)
-        quota = largest_remainder(rows, histogram)
         available = Counter(mine)
-        short_here = {c: n - available[c] for c, n in quota.items() if available[c] < n}
+        short_here = {c: n - available[c] for c, n in largest_remainder(rows, histogram).items() if available[c] < n}
         if short_here:
             short[side] = short_here
-            if tolerance is not None:
-                quota = shaped_quota(rows, histogram, available, tolerance)
+        quota = side_quota(rows, histogram, available, tolerance)
         chosen[side] = set()
         for count in sorted(quota):
             labels = sorted(mine.index[mine == count], key=str)
@@ -210,8 +220,7 @@ def final_selections(decided: pd.DataFrame, config: RunConfig) -> tuple[dict[str
     kept = decided[decided["filter_status"] == "kept"]
     short: dict[str, dict[int, int]] = {}
     if config.target.enabled:
-        tolerance = config.target.shape_tolerance if config.target.on_shortfall == "keep_shape" else None
-        chosen, short = quota_split(kept, side_targets(config), seed, tolerance)
+        chosen, short = quota_split(kept, side_targets(config), seed, config.target.shortfall_tolerance)
         evals = kept[kept.index.isin(list(chosen["eval"]))]
         train = kept[kept.index.isin(list(chosen["train"]))]
     else:

@@ -3,13 +3,15 @@
 The pilot's rows are the run's own first rows (the first seeds a plain run takes, or the
 first seeds of a target-size run's first admission round, with the plans that round gives
 them), and its answers go to the run's cache: the run asks none of them again, and the
-projection covers the whole run, pilot included.
+projection covers the whole run, pilot included. The pilot grows until the projection is as
+precise as asked (`grown_pilot`).
 
 Per row and stage, what a fresh run would ask is counted (`Meter`): every answer the backend
 gives, and every answer an earlier session had left in the cache; an answer repeated inside
 the pilot is not (the run gets it from the cache too). Costs and yields are fitted as a
 straight line in the constraint count (more constraints: more answers until full marks,
-longer judgements, lower yield), then summed over the rows the run will have.
+longer judgements, lower yield), then summed over the rows the run will have: a plain run's
+known plans, or the seeds a target-size run's admission rounds take (`forecast_admission`).
 """
 
 from __future__ import annotations
@@ -20,17 +22,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy
 from rich.console import Console
 
-from trace_builder.config import RunConfig
+from trace_builder.config import DEFAULT_PILOT, MAX_PILOT, PILOT_PRECISION, RunConfig
 from trace_builder.errors import UserError
 from trace_builder.llm.base import ChatRequest, ChatResult
 from trace_builder.llm.cache import RequestCache
 from trace_builder.llm.client import ROW_PROGRESS
 from trace_builder.llm.factory import make_backend
 from trace_builder.llm.roles import ROLES, cost_of, open_role_clients, role_of
-from trace_builder.pipeline.admission import MIN_YIELD, SIDES, QuotaAdmission, measure_yields, rows_needed
+from trace_builder.pipeline.admission import (
+    MIN_YIELD,
+    SIDES,
+    QuotaAdmission,
+    measure_yields,
+    rows_needed,
+    scale_to,
+    seeds_wanted,
+    side_targets,
+)
 from trace_builder.pipeline.context import StageContext
+from trace_builder.pipeline.filter import side_quota
 from trace_builder.pipeline.registry import STAGES, stage_fingerprints
 from trace_builder.pipeline.seeds_stage import plain_run_seeds, seed_row, write_seed_shards
 from trace_builder.prompts import prompts_digest
@@ -39,7 +52,11 @@ from trace_builder.run.progress import format_duration
 from trace_builder.run.store import StageStore, read_json, write_json_atomic
 from trace_builder.taxonomy import plan_for_seed
 
-DEFAULT_PILOT = 40
+MAX_PILOT_PASSES = 4
+# Simulated runs behind a target-size run's forecast of its admission rounds.
+FORECAST_RUNS = 200
+FORECAST_SAMPLES = 20  # of them trimmed to TRACE's shape as the filter trims a short split
+FORECAST_MAX_ROUNDS = 100
 METRICS = ("requests", "prompt_tokens", "completion_tokens")
 # The row-wise stages in chain order: `RowProgress.stage` is an index into this list.
 ROW_STAGES = tuple(s.name for s in STAGES if s.row_wise)
@@ -61,9 +78,13 @@ class Meter:
         self.latencies: list[float] = []
         self.reused = 0  # answers found in the cache from an earlier session
         self.cached_here: set[str] = set()  # keys this pilot put in the cache
+        self.measured = 0  # rows an earlier pass of a growing pilot measured: not counted again
+        self.started = time.perf_counter()
 
     def count(self, result: ChatResult, sign: int = 1) -> None:
         progress = ROW_PROGRESS.get()
+        if progress is not None and progress.order < self.measured:
+            return  # (a request the earlier pass counted, asked again because no answer was cached)
         where = (progress.order, ROW_STAGES[progress.stage]) if progress is not None else (None, "seeds")
         cost = self.costs.setdefault(where, dict.fromkeys(METRICS, 0))
         cost["requests"] += sign
@@ -151,9 +172,10 @@ def batched(config: RunConfig) -> bool:
     return any(config.backend_for(role).batch for role in ROLES)
 
 
-async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dict], list[str] | None]:
-    """The first `k` seed rows the run itself will process (with their plans in a target-size run),
-    and the ids of all the seeds a plain run will take (None for a target-size run: it admits as it goes)."""
+async def first_rows(ctx: StageContext, scratch: Path) -> tuple[list[dict], list[str] | None]:
+    """The seed rows the run itself will process first, in order (a target-size run's first admission
+    round, with its plans), and the ids of all the seeds a plain run will take (None for a target-size
+    run: it admits as it goes)."""
     config = ctx.config
     if config.target.enabled:
         # The run's first admission round, exactly as QuotaAdmission sizes it from an empty run.
@@ -161,28 +183,34 @@ async def first_rows(ctx: StageContext, scratch: Path, k: int) -> tuple[list[dic
         seeds.clear()
         admission = QuotaAdmission(ctx, seeds, StageStore(scratch, "perturb"))
         await admission.prepare()
-        return (await admission.next_round())[:k], None
+        return await admission.next_round(), None
     chosen = await plain_run_seeds(ctx, Counter())
-    return [seed_row(s) for s in chosen[:k]], [s.id for s in chosen]
+    return [seed_row(s) for s in chosen], [s.id for s in chosen]
 
 
-async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) -> dict[str, Any]:
-    """Run `k` of the run's rows through every stage (answers cached in the run's cache); the measurements."""
+async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console, meter: Meter) -> dict[str, Any]:
+    """Run the run's first `k` rows through every stage (answers cached in the run's cache); the
+    measurements. A growing pilot passes the same `meter` again: rows it measured before are answered
+    from the cache and not counted twice."""
     from trace_builder.pipeline.runner import run_pipeline
 
     run_dir = Path(run_dir)
     folder = plan_dir(run_dir) / "pilot"
-    meter = Meter()
     cache = MeteredCache(RequestCache(run_dir / "cache.sqlite"), meter)
     pilot = pilot_config(config)
     client = await open_role_clients(pilot, cache, lambda settings: MeteredBackend(make_backend(settings), meter))
     ctx = StageContext(config, folder, client)
-    started = time.perf_counter()
     try:
-        rows, run_seed_ids = await first_rows(ctx, plan_dir(run_dir) / "scratch", k)
+        available, run_seed_ids = await first_rows(ctx, plan_dir(run_dir) / "scratch")
+        rows = available[:k]
         if not rows:
             raise UserError("the run has no seeds to pilot: check --seeds, --limit and seeds.languages")
-        console.print(f"[bold]pilot:[/bold] the run's first {len(rows)} seeds through every stage", highlight=False)
+        what = (
+            f"{len(rows) - meter.measured} more of the run's seeds ({len(rows)} in all)"
+            if meter.measured
+            else f"the run's first {len(rows)} seeds"
+        )
+        console.print(f"[bold]pilot:[/bold] {what} through every stage", highlight=False)
         seeds = StageStore(folder, "seeds")
         seeds.clear()
         seeds.begin(stage_fingerprints(pilot, prompts_digest())["seeds"], -(-len(rows) // pilot.shard_size))
@@ -193,11 +221,16 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
     finally:
         await client.aclose()
         cache.close()
+    meter.measured = len(rows)
     taxonomy = StageStore(folder, "taxonomy").read(["planned_count", "split"])
     by_task = {stage: StageStore(folder, stage).manifest.get("usage_by_task") or {} for stage in ROW_STAGES}
-    done = StageStore(folder, "perturb").read(["status", "split", "dpo_status", "iopo_status"])
+    done = StageStore(folder, "perturb").read(["status", "split", "constraint_count", "dpo_status", "iopo_status"])
     ok = done[(done["status"] == "ok") & (done["split"] != "eval")]  # eval rows are given no pairs
-    side_shares = {side: float((ok[f"{side}_status"] == "ok").mean()) if len(ok) else 0.0 for side in ("dpo", "iopo")}
+    # Per constraint count: (rows that also made the pair, rows) of the usable train rows.
+    pairs = {
+        side: {int(c): [int((g[f"{side}_status"] == "ok").sum()), len(g)] for c, g in ok.groupby("constraint_count")}
+        for side in ("dpo", "iopo")
+    }
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
     usable_by_count: Counter = Counter()
@@ -205,6 +238,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         usable_by_count[count] += n
     return {
         "rows": len(rows),
+        "available": len(available),  # rows the pilot could grow to
         "run_seed_ids": run_seed_ids,
         "counts": [int(c) for c in taxonomy["planned_count"]],
         "sides": [str(side) for side in taxonomy["split"]],
@@ -213,9 +247,9 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console) 
         "usable_by_count": dict(usable_by_count),
         "reused": meter.reused,
         "latencies": meter.latencies,
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": time.perf_counter() - meter.started,
         "usage_by_task": by_task,
-        "side_shares": side_shares,
+        "pairs_by_count": pairs,
     }
 
 
@@ -264,6 +298,57 @@ def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, flo
     return {c: min(max(a + b * c, MIN_YIELD), 1.0) for c in counts}
 
 
+def forecast_admission(config: RunConfig, measures: dict[str, Any], budget: float) -> dict[str, dict]:
+    """What a target-size run admits within `budget`, and the usable rows it gets, per (side, count):
+    admission's round rule (`seeds_wanted`) played forward, usable rows drawn at the pilot's fitted
+    yields, averaged over FORECAST_RUNS runs. Rounds sized on partial yields overshoot (small quotas
+    the most), and the forecast keeps that overshoot where need / yield would not."""
+    need = rows_needed(config)
+    yields = yield_by_count(measures, sorted({c for _, c in need}))
+    rng = numpy.random.default_rng(config.seed)
+    admitted_total: Counter = Counter()
+    usable_total: Counter = Counter()
+    samples: list[Counter] = []
+    for _ in range(FORECAST_RUNS):
+        usable: Counter = Counter()
+        admitted: Counter = Counter()
+        seeds = 0
+        for _ in range(FORECAST_MAX_ROUNDS):
+            short = {key: n - usable[key] for key, n in need.items() if usable[key] < n}
+            if not short or seeds >= budget:
+                break
+            for key, n in scale_to(seeds_wanted(short, usable, admitted, seeds), budget - seeds).items():
+                usable[key] += int(rng.binomial(n, yields[key[1]]))
+                admitted[key[1]] += n
+                admitted_total[key] += n
+                seeds += n
+        usable_total.update(usable)
+        if len(samples) < FORECAST_SAMPLES:
+            samples.append(usable)
+    return {
+        "admitted": {key: n / FORECAST_RUNS for key, n in admitted_total.items()},
+        "usable": {key: n / FORECAST_RUNS for key, n in usable_total.items()},
+        "usable_samples": samples,  # the first runs' usable rows, each as it fell
+    }
+
+
+def forecast(config: RunConfig, measures: dict[str, Any], budget: float = math.inf) -> dict[str, dict]:
+    """`forecast_admission`, made once per budget and kept in `measures`."""
+    forecasts = measures.setdefault("forecasts", {})
+    if budget not in forecasts:
+        forecasts[budget] = forecast_admission(config, measures, budget)
+    return forecasts[budget]
+
+
+def by_count(per_key: dict[tuple[str, int], float], sides: tuple[str, ...] = SIDES) -> dict[int, float]:
+    """(side, count) -> n summed per count over `sides`."""
+    rows: dict[int, float] = {}
+    for (side, count), n in per_key.items():
+        if side in sides:
+            rows[count] = rows.get(count, 0.0) + n
+    return rows
+
+
 def run_rows_by_count(config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = SIDES) -> dict[int, float]:
     """How many rows of each constraint count the run will process (seeds admitted for `sides`, in a
     target-size run)."""
@@ -276,42 +361,52 @@ def run_rows_by_count(config: RunConfig, measures: dict[str, Any], sides: tuple[
             ).count
             rows[c] = rows.get(c, 0) + 1
         return rows
-    rows = seeds_needed_by_count(config, measures, sides)
-    total, budget = sum(seeds_needed_by_count(config, measures).values()), config.target.seed_budget
-    if total > budget:
-        rows = {c: n * budget / total for c, n in rows.items()}
-    return rows
+    return by_count(forecast(config, measures, config.target.seed_budget)["admitted"], sides)
 
 
-def seeds_needed_by_count(
-    config: RunConfig, measures: dict[str, Any], sides: tuple[str, ...] = SIDES
-) -> dict[int, float]:
-    """Seeds a target-size run admits per constraint count to meet the quotas of `sides`, budget aside."""
-    need: dict[int, int] = {}
-    for (side, count), n in rows_needed(config).items():
-        if side in sides:
-            need[count] = need.get(count, 0) + n
-    yields = yield_by_count(measures, list(need))
-    return {c: n / yields[c] for c, n in need.items() if n}
+def seeds_needed(config: RunConfig, measures: dict[str, Any]) -> int:
+    """Seeds a target-size run admits to meet every quota, budget aside."""
+    return math.ceil(sum(forecast(config, measures)["admitted"].values()))
 
 
 def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[int, float]) -> dict[str, int]:
-    """The final rows per dataset the run will build: a target met (or, over budget, scaled down to what
-    the budget buys, keeping TRACE's shape), or a plain run's usable rows split as the filter splits them;
-    dpo and iopo as the pilot's shares of usable rows that also made them."""
+    """The final rows per dataset the run will build: a target-size run's sides as the filter takes them
+    from the usable rows its admission gets within the budget (each quota met, or a short side trimmed
+    to TRACE's shape), or a plain run's usable rows split as the filter splits them; dpo and iopo as
+    the pilot's shares of usable rows that also made them."""
     if config.target.enabled:
-        needed = sum(seeds_needed_by_count(config, measures).values())
-        scale = min(1.0, config.target.seed_budget / needed) if needed else 1.0
-        sft, evals = round((config.target.train_rows or 0) * scale), round(config.target.eval_rows * scale)
+        # Trimmed run by run: a short side's size hangs on its scarcest count, and the mean of
+        # those minima is below the minimum of the means.
+        samples = forecast(config, measures, config.target.seed_budget)["usable_samples"]
+        taken: dict[str, Counter] = {side: Counter() for side in SIDES}
+        for usable in samples:
+            for side, (rows, histogram) in side_targets(config).items():
+                available = Counter({c: n for (s, c), n in usable.items() if s == side})
+                taken[side].update(side_quota(rows, histogram, available, config.target.shortfall_tolerance))
+        mix = {c: n / len(samples) for c, n in taken["train"].items()}
+        sft, evals = round(sum(mix.values())), round(sum(taken["eval"].values()) / len(samples))
     else:
         yields = yield_by_count(measures, list(run_rows))
-        kept = sum(n * yields[c] for c, n in run_rows.items())
+        mix = {c: n * yields[c] for c, n in run_rows.items()}
+        kept = sum(mix.values())
         evals = round(min(config.filter.eval_size, config.filter.eval_max_share * kept))
         sft = round(kept - evals)
         if config.filter.train_size is not None:
             sft = min(sft, config.filter.train_size)
-    shares = measures["side_shares"]
-    return {"sft": sft, "dpo": round(sft * shares["dpo"]), "iopo": round(sft * shares["iopo"]), "eval": evals}
+    return {
+        "sft": sft,
+        **{side: round(sft * pair_share(measures, side, mix)) for side in ("dpo", "iopo")},
+        "eval": evals,
+    }
+
+
+def pair_share(measures: dict[str, Any], side: str, mix: dict[int, float]) -> float:
+    """The share of sft rows that also make `side` (dpo or iopo): the pilot's share per constraint count,
+    fitted as a line in the count, over the sft rows' mix of counts (`mix`: rows per count)."""
+    pairs = measures["pairs_by_count"][side]
+    a, b = fit_line([(c, made / n, n) for c, (made, n) in pairs.items() if n])
+    mass = sum(mix.values())
+    return sum(n * min(max(a + b * c, 0.0), 1.0) for c, n in mix.items()) / mass if mass else 0.0
 
 
 def project(
@@ -430,23 +525,46 @@ def _latency(measures: dict[str, Any], run_dir: Path) -> float | None:
     return (read_json(plan_path(run_dir)) or {}).get("pilot", {}).get("latency_s")
 
 
+def grown_pilot(rows: int, spread: float | None, precision: float, available: int) -> int:
+    """The pilot size at which one sd of the projection (`spread` at `rows`, shrinking as one over the
+    square root of the rows) comes within `precision`; at least half as large again, within what the
+    run has and MAX_PILOT."""
+    if spread is None or spread <= precision:
+        return rows
+    wanted = max(math.ceil(rows * (spread / precision) ** 2), math.ceil(rows * 1.5)) if precision > 0 else available
+    return max(rows, min(wanted, available, MAX_PILOT))
+
+
 async def make_plan(
     config: RunConfig,
     run_dir: Path,
     *,
     pilot: int = DEFAULT_PILOT,
+    precision: float = PILOT_PRECISION,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Pilot, project, and keep the result beside the run (`<run>/plan/plan.json`, read by progress and status)."""
+    """Pilot, project, and keep the result beside the run (`<run>/plan/plan.json`, read by progress and
+    status). The pilot starts at `pilot` seeds and grows while the projection is less precise than
+    `precision` (one sd of the projected requests, relative)."""
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
-    measures = await run_pilot(config, run_dir, pilot, console)
-    latency = _latency(measures, run_dir)
-    run_rows = run_rows_by_count(config, measures)
-    plan = project(config, measures, run_rows, latency)
+    meter, size = Meter(), pilot
+    for _ in range(MAX_PILOT_PASSES):
+        measures = await run_pilot(config, run_dir, size, console, meter)
+        latency = _latency(measures, run_dir)
+        run_rows = run_rows_by_count(config, measures)
+        plan = project(config, measures, run_rows, latency)
+        size = grown_pilot(measures["rows"], plan["relative_sd"], precision, measures["available"])
+        if size <= measures["rows"]:
+            break
+        console.print(
+            f"pilot: {measures['rows']} seeds project requests ±{plan['relative_sd']:.0%} (one sd), wider than "
+            f"--precision {precision:.0%}: growing it to {size} seeds",
+            highlight=False,
+        )
     plan["projected"] = projected_rows(config, measures, run_rows)
     if config.target.enabled:
-        plan["seeds_needed"] = math.ceil(sum(seeds_needed_by_count(config, measures).values()))
+        plan["seeds_needed"] = seeds_needed(config, measures)
         plan["seed_budget"] = config.target.seed_budget
     done = {m: sum(c[m] for c in measures["costs"].values()) for m in METRICS}
     usable = sum(measures["usable_by_count"].values())
