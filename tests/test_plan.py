@@ -29,6 +29,7 @@ from trace_builder.pipeline.plan import (
 )
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
+from trace_builder.report.status import per_train_row
 from trace_builder.run.store import StageStore
 from trace_builder.testing.devserver import ScriptedServer
 from trace_builder.testing.scripted import ScriptedResponder
@@ -214,3 +215,16 @@ def test_plan_command_prints_json(tmp_path, scripted_server):
     second = json.loads(again.stdout[again.stdout.index("{") :])
     assert second["pilot"]["answers_from_earlier_sessions"] == second["pilot"]["requests"] > 0
     assert second["requests"] == plan["requests"]
+
+
+def test_a_run_after_its_plan_counts_the_pilots_answers_in_its_cost_per_row(tmp_path, scripted_server):
+    cfg = load_config(write_config(tmp_path / "c.yaml", scripted_server.base_url, limit=8))
+    planned, fresh = tmp_path / "planned", tmp_path / "fresh"
+    asyncio.run(make_plan(cfg, planned, pilot=4, precision=1.0, console=QUIET))
+    asyncio.run(run_pipeline(cfg, planned, list(STAGE_NAMES), console=QUIET))
+    asyncio.run(run_pipeline(cfg, fresh, list(STAGE_NAMES), console=QUIET))
+    paid_here, with_cache = per_train_row(planned).split("; with the ")
+    assert "answers the cache served" in with_cache
+    # Counting the answers the pilot paid for, the planned run cost what the fresh one did.
+    assert per_train_row(fresh).removeprefix("per kept train row: ").split(" (")[0] == with_cache.split(": ")[1]
+    assert float(paid_here.split(": ")[1].split(" ")[0]) < float(with_cache.split(": ")[1].split(" ")[0])

@@ -37,6 +37,10 @@ class TagUsage:
     batched: int = 0
     batched_prompt_tokens: int = 0
     batched_completion_tokens: int = 0
+    # Tokens of the answers the cache served (asked by a plan's pilot or an earlier session): what
+    # the data cost in all, beside what this run paid.
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
 
     def add(self, other: TagUsage) -> None:
         for name, value in asdict(other).items():
@@ -216,6 +220,8 @@ class LLMClient:
                     self._reject(key)  # cached before answers were validated: ask again, reseeded
                 else:
                     usage.cache_hits += 1
+                    usage.cached_prompt_tokens += cached.prompt_tokens
+                    usage.cached_completion_tokens += cached.completion_tokens
                     # The server answered this kind before: a rerun sends only what failed, and
                     # those being refused again says nothing about the rest.
                     self.refusals.answered(tag)

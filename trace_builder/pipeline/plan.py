@@ -558,7 +558,7 @@ async def make_plan(
         if size <= measures["rows"]:
             break
         console.print(
-            f"pilot: {measures['rows']} seeds project requests ±{plan['relative_sd']:.0%} (one sd), wider than "
+            f"pilot: {measures['rows']} seeds project requests ±{plan['relative_sd']:.1%} (one sd), wider than "
             f"--precision {precision:.0%}: growing it to {size} seeds",
             highlight=False,
         )

@@ -175,7 +175,26 @@ def per_train_row(run_dir: Path) -> str | None:
     config = RunConfig.model_validate((read_json(run_dir / "run.json") or {}).get("config") or {})
     cost = cost_of(by_task, config)
     money = f", ${cost / rows:,.4f}" if cost is not None else ""
-    return f"per kept train row: {requests / rows:,.1f} requests, {tokens / rows:,.0f} tokens{money} ({rows} rows)"
+    line = f"per kept train row: {requests / rows:,.1f} requests, {tokens / rows:,.0f} tokens{money} ({rows} rows)"
+    hits = sum(u.get("cache_hits", 0) for u in by_task.values())
+    if not hits:
+        return line
+    # Answers the cache served were paid for too (by a plan's pilot or an earlier session).
+    with_cache = {
+        tag: {
+            **u,
+            "prompt_tokens": u.get("prompt_tokens", 0) + u.get("cached_prompt_tokens", 0),
+            "completion_tokens": u.get("completion_tokens", 0) + u.get("cached_completion_tokens", 0),
+        }
+        for tag, u in by_task.items()
+    }
+    all_tokens = sum(u["prompt_tokens"] + u["completion_tokens"] for u in with_cache.values())
+    all_cost = cost_of(with_cache, config)
+    all_money = f", ${all_cost / rows:,.4f}" if all_cost is not None else ""
+    return (
+        f"{line}; with the {hits:,} answers the cache served (a plan's pilot, an earlier session): "
+        f"{(requests + hits) / rows:,.1f} requests, {all_tokens / rows:,.0f} tokens{all_money}"
+    )
 
 
 def role_lines(run_dir: Path) -> list[str]:
