@@ -26,6 +26,7 @@ from trace_builder.pipeline.plan import (
     project,
     projected_rows,
     run_rows_by_count,
+    short_ranges,
 )
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
@@ -105,6 +106,8 @@ def test_forecast_plays_admissions_rounds_forward():
     # Within a budget the rounds stop where it is spent, with about half as many usable rows.
     short = forecast_admission(config, _target_measures(0.5), 500)
     assert sum(short["admitted"].values()) == 500
+    config.target.max_seeds = None  # the default budget, four seeds per row, meets it
+    assert short_ranges(config, _target_measures(0.5)) == {}
     assert abs(sum(short["usable"].values()) - 250) < 10
 
 
@@ -119,6 +122,9 @@ def test_a_short_budget_projects_the_rows_the_filter_keeps_in_tracess_shape():
     # Fewer rows than the usable ones: the counts that filled up are trimmed to keep the shape.
     assert 0 < projected["sft"] < sum(n for (side, _), n in usable.items() if side == "train") < 300
     assert projected["iopo"] == round(projected["sft"] * 0.5)
+    # How far that size varies from run to run is said; a target the budget meets varies not at all.
+    low, high = short_ranges(config, measures)["sft"]
+    assert low <= projected["sft"] <= high < 300
     config.target.on_shortfall = "keep_rows"
     assert projected_rows(config, {**measures}, {})["sft"] > projected["sft"]
 

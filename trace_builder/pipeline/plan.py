@@ -375,16 +375,13 @@ def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[i
     to TRACE's shape), or a plain run's usable rows split as the filter splits them; dpo and iopo as
     the pilot's shares of usable rows that also made them."""
     if config.target.enabled:
-        # Trimmed run by run: a short side's size hangs on its scarcest count, and the mean of
-        # those minima is below the minimum of the means.
-        samples = forecast(config, measures, config.target.seed_budget)["usable_samples"]
-        taken: dict[str, Counter] = {side: Counter() for side in SIDES}
-        for usable in samples:
-            for side, (rows, histogram) in side_targets(config).items():
-                available = Counter({c: n for (s, c), n in usable.items() if s == side})
-                taken[side].update(side_quota(rows, histogram, available, config.target.shortfall_tolerance))
-        mix = {c: n / len(samples) for c, n in taken["train"].items()}
-        sft, evals = round(sum(mix.values())), round(sum(taken["eval"].values()) / len(samples))
+        taken = final_rows_by_run(config, measures)
+        mix: dict[int, float] = {}
+        for quota in taken["train"]:
+            for c, n in quota.items():
+                mix[c] = mix.get(c, 0.0) + n / len(taken["train"])
+        sft = round(sum(mix.values()))
+        evals = round(sum(sum(q.values()) for q in taken["eval"]) / len(taken["eval"]))
     else:
         yields = yield_by_count(measures, list(run_rows))
         mix = {c: n * yields[c] for c, n in run_rows.items()}
@@ -398,6 +395,36 @@ def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[i
         **{side: round(sft * pair_share(measures, side, mix)) for side in ("dpo", "iopo")},
         "eval": evals,
     }
+
+
+def final_rows_by_run(config: RunConfig, measures: dict[str, Any]) -> dict[str, list[dict[int, int]]]:
+    """Per side, the rows per count the filter takes in each of the forecast's first runs (within the
+    budget): trimmed run by run, since a short side's size hangs on its scarcest count, and the mean
+    of those minima is below the minimum of the means."""
+    tolerance = config.target.shortfall_tolerance
+    # Kept with the forecast, per tolerance: a short side's trim scans every size.
+    made = forecast(config, measures, config.target.seed_budget)
+    kept = made.setdefault("final_rows", {})
+    if tolerance not in kept:
+        taken: dict[str, list[dict[int, int]]] = {side: [] for side in SIDES}
+        for usable in made["usable_samples"]:
+            for side, (rows, histogram) in side_targets(config).items():
+                available = Counter({c: n for (s, c), n in usable.items() if s == side})
+                taken[side].append(side_quota(rows, histogram, available, tolerance))
+        kept[tolerance] = taken
+    return kept[tolerance]
+
+
+def short_ranges(config: RunConfig, measures: dict[str, Any]) -> dict[str, list[int]]:
+    """A target-size run whose budget leaves a split short: the least and most final rows of that split
+    (sft, eval) across the forecast's runs; empty when every run meets the target."""
+    names = {"train": "sft", "eval": "eval"}
+    ranges = {}
+    for side, quotas in final_rows_by_run(config, measures).items():
+        sizes = [sum(q.values()) for q in quotas]
+        if min(sizes) < side_targets(config)[side][0]:
+            ranges[names[side]] = [min(sizes), max(sizes)]
+    return ranges
 
 
 def pair_share(measures: dict[str, Any], side: str, mix: dict[int, float]) -> float:
@@ -565,6 +592,7 @@ async def make_plan(
     plan["projected"] = projected_rows(config, measures, run_rows)
     if config.target.enabled:
         plan["seeds_needed"] = seeds_needed(config, measures)
+        plan["short_ranges"] = short_ranges(config, measures)
         plan["seed_budget"] = config.target.seed_budget
     done = {m: sum(c[m] for c in measures["costs"].values()) for m in METRICS}
     usable = sum(measures["usable_by_count"].values())
@@ -605,6 +633,9 @@ def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
         + ("" if plan["relative_sd"] is None else f"; requests and cost ±{plan['relative_sd']:.0%} (one sd)"),
         f"builds: {projected}",
     ]
+    if ranges := plan.get("short_ranges"):
+        spread = ", ".join(f"{name} {low:,} to {high:,}" for name, (low, high) in ranges.items())
+        lines[-1] += f" (short of the target, they vary from run to run: {spread} across the forecast's runs)"
     if (batch := plan.get("batch")) is not None:
         lines.append(
             f"batch mode: about {batch['waves']:,} waves of up to {batch['wave_size']:,} requests "
