@@ -59,6 +59,7 @@ def bench_case(name: str, config: RunConfig, root: Path, pilot: int, precision: 
             for name, n in plan["projected"].items()
         },
         "seeds_needed": plan.get("seeds_needed"),
+        "short_ranges": plan.get("short_ranges"),
         "seed_budget": plan.get("seed_budget"),
         "case": name,
         "settings": config.describe(),
