@@ -39,7 +39,7 @@ VERDICT_TYPE = pa.struct(
 JUDGEMENT_TYPE = pa.list_(VERDICT_TYPE)
 
 
-SKIPPED = "skipped"  # decided_by of a constraint left unjudged: a check had already failed the answer
+SKIPPED = "skipped"  # decided_by of a constraint left unjudged: a check (or an earlier verdict) had failed the answer
 
 
 @dataclass
@@ -154,7 +154,8 @@ async def judge_response(
     if verdict_only:
         decided = [c if c is not None else (known[i] if known else None) for i, c in enumerate(code)]
         if any(v is not None and v.score != FULL_MARKS for v in decided):
-            unjudged = ConstraintVerdict(None, SKIPPED, "not judged: a check had already failed the response")
+            why = "not judged: a check or an earlier verdict had already failed the response"
+            unjudged = ConstraintVerdict(None, SKIPPED, why)
             return Judgement([v if v is not None else unjudged for v in decided])
         if all(v is not None for v in decided):
             return Judgement(decided)

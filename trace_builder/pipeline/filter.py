@@ -200,7 +200,7 @@ def quota_split(
 
 
 def _scores(judgements: pd.Series) -> pd.Series:
-    # A score is None where the constraint was not judged (a check had already failed the response).
+    # A score is None where the constraint was not judged (a check or an earlier verdict had already failed the response).
     return judgements.map(
         lambda verdicts: (
             None if verdicts is None else [None if v["score"] is None else int(v["score"]) for v in verdicts]

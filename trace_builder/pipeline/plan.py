@@ -233,6 +233,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console, 
     }
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
+    # Per count, whatever side the rows have (a plain run's rows have none yet).
     usable_by_count: Counter = Counter()
     for (_, count), n in measured["usable"].items():
         usable_by_count[count] += n
@@ -345,7 +346,7 @@ def by_count(per_key: dict[tuple[str, int], float], sides: tuple[str, ...] = SID
     rows: dict[int, float] = {}
     for (side, count), n in per_key.items():
         if side in sides:
-            rows[count] = rows.get(count, 0.0) + n
+            rows[count] = rows.get(count, 0) + n
     return rows
 
 
