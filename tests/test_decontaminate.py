@@ -116,3 +116,15 @@ def test_planted_eval_prompts_never_reach_the_server_or_the_data(tmp_path):
     manifest = StageStore(tmp_path / "run", "seeds").manifest
     assert manifest["decontaminated"] == {"trace_eval_official.jsonl": 5, "bench.jsonl": 1}
     assert StageStore(tmp_path / "run", "filter").manifest["decontaminated"] == {}
+
+
+def test_the_index_gives_the_garbage_collector_nothing_to_walk():
+    import gc
+
+    gc.collect()
+    before = len(gc.get_objects())
+    checker = Decontaminator([official_set()])
+    gc.collect()  # tuples of ints are untracked once a collection has seen them
+    # As tuples of tokens with lists of owners, the official set's n-grams were ~170K tracked objects.
+    assert len(gc.get_objects()) - before < 2000
+    assert checker.match(_official_items()[0]["messages"][1]["content"]) == official_eval_path().name

@@ -127,3 +127,19 @@ def test_llm_errors_fail_rows_and_fatal_errors_stop_the_run(tmp_path):
     with pytest.raises(UserError, match="API key"):
         _run(source, [_link(tmp_path, "two", fatal, "a")], 2, max_rows_in_flight=4, window=2)
     assert not (tmp_path / "two" / "part-00000.parquet").exists()
+
+
+def test_the_collector_leaves_the_startup_heap_alone_while_rows_run_and_is_restored(tmp_path):
+    import gc
+
+    before = gc.get_threshold()
+    seen = []
+
+    async def step(ctx, row):
+        seen.append((gc.get_freeze_count() > 0, gc.get_threshold()[0]))
+        row["a"] = row["n"]
+        return row
+
+    _run(_source(tmp_path, shards=2, size=3), [_link(tmp_path, "one", step, "a")], 2, max_rows_in_flight=4, window=2)
+    assert seen and all(frozen and young >= 7000 for frozen, young in seen)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before

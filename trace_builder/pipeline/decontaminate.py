@@ -32,6 +32,7 @@ from trace_builder.resources import official_eval_path
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
 # Columns read from a user's eval file, when present (chat `messages` give their user turns).
 _TEXT_COLUMNS = ("prompt", "instruction", "question", "description", "input", "text", "query")
 
@@ -43,7 +44,7 @@ def tokens(text: str) -> list[str]:
 
 
 def _is_cjk(token: str) -> bool:
-    return len(token) == 1 and re.match(f"[{_CJK}]", token) is not None
+    return len(token) == 1 and _CJK_CHAR.match(token) is not None
 
 
 @dataclass(frozen=True)
@@ -109,18 +110,26 @@ def file_digest(path: str | Path) -> str:
     return f"{Path(path).name}:{hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]}"
 
 
+def _ngrams(toks: list[str], n: int) -> set[str]:
+    """The distinct n-grams of `toks`, each its tokens joined by a space."""
+    return {" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1)}
+
+
 class Decontaminator:
-    """Which known eval set, if any, a text overlaps."""
+    """Which known eval set, if any, a text overlaps.
+
+    The index holds only strings, ints and tuples of ints (an n-gram is its tokens joined by a
+    space, which no token holds): none of them is a container the garbage collector tracks. As
+    tuples of tokens with lists of owners, the official set's 170K n-grams were 170K more
+    objects for every full collection to walk, and a run stalled ~0.1 s on each.
+    """
 
     def __init__(self, sets: list[EvalSet], word_ngram: int = 8, char_ngram: int = 8, threshold: float = 0.5):
         self.sets = sets
         self.sizes = {"word": word_ngram, "char": char_ngram}
         self.threshold = threshold
-        self._grams: dict[str, dict[tuple[str, ...], list[int]]] = {
-            "word": defaultdict(list),
-            "char": defaultdict(list),
-        }
-        self._whole: dict[tuple[str, ...], int] = {}  # eval texts shorter than n: matched whole
+        owners: dict[str, dict[str, list[int]]] = {"word": defaultdict(list), "char": defaultdict(list)}
+        self._whole: dict[str, int] = {}  # eval texts shorter than n: matched whole
         self._owner: list[str] = []  # eval text -> its set's name
         self._total: list[int] = []  # eval text -> its distinct n-grams
         for eval_set in sets:
@@ -128,32 +137,32 @@ class Decontaminator:
                 unit = len(self._owner)
                 self._owner.append(eval_set.name)
                 toks = tokens(text)
-                grams = self._ngrams(toks)
+                kind = self._kind(toks)
+                grams = _ngrams(toks, self.sizes[kind])
                 self._total.append(len(grams))
                 if toks and not grams:
-                    self._whole.setdefault(tuple(toks), unit)
-                for kind, gram in grams:
-                    self._grams[kind][gram].append(unit)
+                    self._whole.setdefault(" ".join(toks), unit)
+                for gram in grams:
+                    owners[kind][gram].append(unit)
+        self._grams = {kind: {gram: tuple(units) for gram, units in table.items()} for kind, table in owners.items()}
 
-    def _ngrams(self, toks: list[str]) -> set[tuple[str, tuple[str, ...]]]:
-        kind = "char" if toks and sum(map(_is_cjk, toks)) * 2 > len(toks) else "word"
-        n = self.sizes[kind]
-        return {(kind, tuple(toks[i : i + n])) for i in range(len(toks) - n + 1)}
+    @staticmethod
+    def _kind(toks: list[str]) -> str:
+        return "char" if toks and sum(map(_is_cjk, toks)) * 2 > len(toks) else "word"
 
     def match(self, text: str) -> str | None:
         """The name of the eval set `text` overlaps, or None."""
         toks = tokens(text)
         if not toks:
             return None
-        whole = self._whole.get(tuple(toks))
+        whole = self._whole.get(" ".join(toks))
         if whole is not None:
             return self._owner[whole]
         hits: Counter = Counter()
         for kind in ("word", "char"):
-            n = self.sizes[kind]
             table = self._grams[kind]
             if table:
-                for gram in {tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)}:
+                for gram in _ngrams(toks, self.sizes[kind]):
                     hits.update(table.get(gram, ()))
         return next((self._owner[u] for u, found in hits.items() if found / self._total[u] >= self.threshold), None)
 
