@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -15,8 +17,10 @@ from tests.conftest import write_config
 from tests.test_cli import cli
 from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
+from trace_builder.pipeline.filter import shaped_quota
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import manifest_path, read_json, read_parquet_dir
+from trace_builder.taxonomy import EVAL_COUNT_HISTOGRAM, TRAIN_COUNT_HISTOGRAM
 from trace_builder.testing.devserver import Faults, ScriptedServer
 from trace_builder.testing.kills import POINTS, run_and_kill, shards_written
 from trace_builder.testing.scripted import ScriptedResponder, respond
@@ -33,6 +37,44 @@ def test_largest_remainder_sums_exactly_and_follows_the_histogram():
     quota = largest_remainder(500, [991, 8003, 26421, 34155, 26327, 13858, 5882, 2185, 999, 464, 8, 20, 20, 8, 4])
     assert sum(quota.values()) == 500
     assert quota[4] == 143 and 11 not in quota  # 34155/119345*500 = 143.1; 8/119345*500 rounds away
+
+
+def _split_one_by_one(total, weights):
+    """The rule as written: floor each share, then one more to the largest remainders (lower count first)."""
+    exact = [total * w / sum(weights) for w in weights]
+    quota = [math.floor(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: (quota[i] - exact[i], i))[: total - sum(quota)]:
+        quota[i] += 1
+    return {c: q for c, q in enumerate(quota, start=1) if q > 0}
+
+
+def _shaped_one_size_at_a_time(rows, histogram, available, tolerance):
+    """The largest size within the tolerance (or closest + tolerance/4), trying every size in turn."""
+    mass, sizes = sum(histogram), []
+    for total in range(rows, 0, -1):
+        take = {c: min(n, available[c]) for c, n in _split_one_by_one(total, histogram).items()}
+        kept = sum(take.values())
+        if kept:
+            distance = 0.5 * sum(abs(take.get(c, 0) / kept - h / mass) for c, h in enumerate(histogram, start=1))
+            sizes.append((distance, take))
+    if not sizes:
+        return {}
+    bound = max(tolerance, min(d for d, _ in sizes) + tolerance / 4)
+    return next(take for d, take in sizes if d <= bound + 1e-12)  # within rounding: the larger size
+
+
+def test_splits_of_every_size_at_once_match_the_rule_applied_one_size_at_a_time():
+    rng = random.Random(7)
+    histograms = [TRAIN_COUNT_HISTOGRAM, EVAL_COUNT_HISTOGRAM, [1, 1, 1, 1], [3, 0, 2, 5, 0, 1]]
+    for _ in range(200):
+        histogram = rng.choice(histograms)
+        total = rng.randrange(0, 400)
+        assert largest_remainder(total, histogram) == _split_one_by_one(total, histogram)
+        available = Counter({c: rng.choice([0, rng.randrange(0, 60)]) for c in range(1, len(histogram) + 1)})
+        tolerance = rng.choice([0.0, 0.02, 0.1])
+        assert shaped_quota(total, histogram, available, tolerance) == _shaped_one_size_at_a_time(
+            total, histogram, available, tolerance
+        )
 
 
 def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):

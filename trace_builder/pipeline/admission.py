@@ -21,6 +21,8 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import numpy as np
+
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.seeds_stage import seed_pool, seed_row, synthesize_seeds, write_seed_shards
 from trace_builder.run.store import StageStore
@@ -39,13 +41,21 @@ _MIN_OVERALL_YIELD = 0.05
 
 def largest_remainder(total: int, weights: Sequence[float]) -> dict[int, int]:
     """`total` split over constraint counts 1..len(weights) in proportion to `weights`, summing exactly."""
-    mass = sum(weights)
-    exact = [total * w / mass for w in weights]
-    quota = [math.floor(x) for x in exact]
-    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - quota[i]), i))
-    for i in order[: total - sum(quota)]:
-        quota[i] += 1
-    return {count: q for count, q in enumerate(quota, start=1) if q > 0}
+    return {count: int(q) for count, q in enumerate(largest_remainders([total], weights)[0], start=1) if q > 0}
+
+
+def largest_remainders(totals: Sequence[int], weights: Sequence[float]) -> np.ndarray:
+    """`largest_remainder` of each of `totals` at once: one row per total, one column per count.
+
+    Each total's exact shares are floored, and the units left go to the largest remainders
+    (ties to the lower count).
+    """
+    totals = np.asarray(totals, dtype=np.int64)
+    exact = totals[:, None] * np.asarray(weights, dtype=float) / sum(weights)
+    quota = np.floor(exact).astype(np.int64)
+    order = np.argsort(quota - exact, axis=1, kind="stable")  # largest remainder first, then lower count
+    place = np.argsort(order, axis=1, kind="stable")  # each count's position in that order
+    return quota + (place < (totals - quota.sum(axis=1))[:, None])
 
 
 def side_targets(config) -> dict[str, tuple[int, list[float]]]:

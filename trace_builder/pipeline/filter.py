@@ -10,19 +10,20 @@ import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_builder.config import FilterConfig, RunConfig
-from trace_builder.pipeline.admission import largest_remainder, side_targets
+from trace_builder.pipeline.admission import largest_remainder, largest_remainders, side_targets
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.decontaminate import Decontaminator, decontaminator
 from trace_builder.pipeline.decontaminate import settings as decontamination_settings
 from trace_builder.pipeline.dedup import NearDuplicates
 from trace_builder.pipeline.stage import Stage
 from trace_builder.records import FINAL_SCHEMAS, final_layout
-from trace_builder.report.fidelity import tv_distance
+from trace_builder.report.fidelity import tv_distances
 from trace_builder.run.store import FINAL, TEMP_SUFFIX, StageStore, atomic_file, save_manifest, shard_entry, shard_name
 from trace_builder.seeds import normalise
 
@@ -150,16 +151,17 @@ def shaped_quota(rows: int, histogram: list[float], available: Counter, toleranc
     keeps TRACE's shape instead of its size, trimming the counts that filled up. Where no size gets
     that close (a count with no row at all), the bound is the closest any size gets, plus a quarter
     of the tolerance: a shape barely better is not worth many rows."""
-    sizes = []
-    for total in range(rows, 0, -1):
-        take = {c: min(n, available[c]) for c, n in largest_remainder(total, histogram).items()}
-        distance = tv_distance(take, histogram)
-        if distance is not None:
-            sizes.append((distance, take))
-    if not sizes:
+    counts = range(1, len(histogram) + 1)
+    quotas = largest_remainders(np.arange(rows, 0, -1), histogram)  # every size, the largest first
+    takes = np.minimum(quotas, [available[c] for c in counts])
+    distances = tv_distances(takes, histogram)
+    reached = ~np.isnan(distances)
+    if not reached.any():
         return {}
-    bound = max(tolerance, min(distance for distance, _ in sizes) + tolerance / 4)
-    return next(take for distance, take in sizes if distance <= bound)
+    bound = max(tolerance, distances[reached].min() + tolerance / 4)
+    # Sizes whose distances differ only by rounding count as equally close: the largest wins.
+    best = np.flatnonzero(reached & (distances <= bound + 1e-12))[0]
+    return {c: int(takes[best, c - 1]) for c in counts if quotas[best, c - 1] > 0}
 
 
 def side_quota(rows: int, histogram: list[float], available: Counter, tolerance: float | None) -> dict[int, int]:

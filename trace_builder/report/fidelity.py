@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trace_builder.run.store import read_parquet_dir
@@ -21,12 +22,21 @@ from trace_builder.taxonomy import (
 
 def tv_distance(observed: Mapping[int, int], reference: Sequence[float]) -> float | None:
     """Total-variation distance between the observed counts (by constraint count) and a histogram over 1..len."""
-    total, mass = sum(observed.values()), sum(reference)
-    if not total:
-        return None
-    support = set(observed) | set(range(1, len(reference) + 1))
-    ref = {c: (reference[c - 1] / mass if c <= len(reference) else 0.0) for c in support}
-    return 0.5 * sum(abs(observed.get(c, 0) / total - ref[c]) for c in support)
+    width = max(len(reference), *observed) if observed else len(reference)
+    row = np.zeros((1, width))
+    for count, n in observed.items():
+        row[0, count - 1] = n
+    distance = tv_distances(row, reference)[0]
+    return None if np.isnan(distance) else float(distance)
+
+
+def tv_distances(observed: np.ndarray, reference: Sequence[float]) -> np.ndarray:
+    """`tv_distance` of each row of `observed` (column i: rows of count i + 1), NaN for a row of none."""
+    ref = np.zeros(observed.shape[1])
+    ref[: len(reference)] = np.asarray(reference, dtype=float) / sum(reference)
+    totals = observed.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 0.5 * np.abs(observed / totals - ref).sum(axis=1)
 
 
 def type_mix(dimension_lists: Iterable[Iterable[str]]) -> dict[str, float]:
