@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -128,7 +128,9 @@ class Decontaminator:
         self.sets = sets
         self.sizes = {"word": word_ngram, "char": char_ngram}
         self.threshold = threshold
-        owners: dict[str, dict[str, list[int]]] = {"word": defaultdict(list), "char": defaultdict(list)}
+        # Tuples, not lists, even while building: a young collection untracks them, so building the
+        # index does not promote 170K containers into the old generation for full collections to walk.
+        self._grams: dict[str, dict[str, tuple[int, ...]]] = {"word": {}, "char": {}}
         self._whole: dict[str, int] = {}  # eval texts shorter than n: matched whole
         self._owner: list[str] = []  # eval text -> its set's name
         self._total: list[int] = []  # eval text -> its distinct n-grams
@@ -142,9 +144,9 @@ class Decontaminator:
                 self._total.append(len(grams))
                 if toks and not grams:
                     self._whole.setdefault(" ".join(toks), unit)
+                table = self._grams[kind]
                 for gram in grams:
-                    owners[kind][gram].append(unit)
-        self._grams = {kind: {gram: tuple(units) for gram, units in table.items()} for kind, table in owners.items()}
+                    table[gram] = table.get(gram, ()) + (unit,)
 
     @staticmethod
     def _kind(toks: list[str]) -> str:
