@@ -4,6 +4,7 @@
     python scripts/bench_pipeline.py --seeds 10000 --latency 0 --skip-bare
     python scripts/bench_pipeline.py --seeds 50000 --latency 0 --skip-bare --stages seeds,taxonomy,expand
     python scripts/bench_pipeline.py --seeds 1000 --latency 0.5 --sampled     # the trace profile's sampling
+    python scripts/bench_pipeline.py --seeds 3000 --latency 0.5 --sampled --train-rows 600 --eval-rows 100
 
 One devserver (`python -m trace_builder.testing.devserver`) runs in its own process, so it
 does not share the GIL with what is measured. Against it, in this order:
@@ -11,6 +12,8 @@ does not share the GIL with what is measured. Against it, in this order:
   pipeline  `trace-build run` in-process: profile `trace` settings (openai backend), the given
             base URL / concurrency, temperature 0 (greedy: one answer per row, as with
             respond.attempts=1), seeds from a generated JSONL file, the stages of --stages;
+            with --train-rows, a target-size run: seeds admitted in rounds (their start times
+            and sizes are printed), --seeds the pool they come from;
   bare      `openai.AsyncOpenAI` alone: as many chat.completions requests as the pipeline sent
             (counted by the server), at most --concurrency in flight (a semaphore), shaped like
             the pipeline's (system + user prompt, task header, one in three asks for a JSON
@@ -42,6 +45,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from trace_builder.pipeline.admission import QuotaAdmission
 from trace_builder.pipeline.registry import STAGE_NAMES
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import StageStore
@@ -175,7 +179,33 @@ def pipeline_config(args: argparse.Namespace, base_url: str, seeds: Path):
     config.seeds.languages = ["en"]
     config.filter.eval_size = 10
     config.filter.train_size = None
+    if args.train_rows:
+        config.target.train_rows, config.target.eval_rows = args.train_rows, args.eval_rows
     return config
+
+
+class RoundClock:
+    """When each admission round of a target-size run was planned, and how many seeds it admitted."""
+
+    def __init__(self):
+        self.rounds: list[tuple[float, int]] = []
+
+    def __enter__(self) -> RoundClock:
+        self._started = time.perf_counter()
+        self._planned = QuotaAdmission.next_round
+        clock = self
+
+        async def timed(admission: QuotaAdmission) -> list[dict]:
+            rows = await clock._planned(admission)
+            if rows:
+                clock.rounds.append((time.perf_counter() - clock._started, len(rows)))
+            return rows
+
+        QuotaAdmission.next_round = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        QuotaAdmission.next_round = self._planned
 
 
 def report(name: str, requests: int, elapsed: float, latency: float, concurrency: int) -> None:
@@ -204,6 +234,8 @@ def main() -> None:
         "with probability --mark-rate (retries, worse answers and perturbations vary per row)",
     )
     parser.add_argument("--mark-rate", type=float, default=0.85, help="with --sampled")
+    parser.add_argument("--train-rows", type=int, help="a target-size run of this many train rows")
+    parser.add_argument("--eval-rows", type=int, default=0, help="with --train-rows")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it (default: a temporary one)")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -220,7 +252,7 @@ def main() -> None:
         config = pipeline_config(args, base_url, seeds)
         console = Console(stderr=True, quiet=True)  # no live bars: they would cost the run CPU
         base_rss = rss_mib()
-        with RssSampler() as sampler:
+        with RssSampler() as sampler, RoundClock() as clock:
             started = time.perf_counter()
             summary = asyncio.run(run_pipeline(config, work / "run", stages, fresh=True, console=console))
             elapsed = time.perf_counter() - started
@@ -232,6 +264,12 @@ def main() -> None:
         if summary.final_rows:
             rows += f", final {summary.final_rows}"
         print(f"pipeline      {args.seeds} seeds through {','.join(stages)}: {rows}")
+        if clock.rounds:
+            print(
+                "rounds        "
+                + ", ".join(f"{n} seeds at {t:.1f} s" for t, n in clock.rounds)
+                + f"; done at {elapsed:.1f} s"
+            )
         report("pipeline", requests, elapsed, args.latency, args.concurrency)
         if requests:
             print(f"              {1000 * elapsed / requests:.3f} ms of wall time per request")

@@ -143,3 +143,68 @@ def test_the_collector_leaves_the_startup_heap_alone_while_rows_run_and_is_resto
     _run(_source(tmp_path, shards=2, size=3), [_link(tmp_path, "one", step, "a")], 2, max_rows_in_flight=4, window=2)
     assert seen and all(frozen and young >= 7000 for frozen, young in seen)
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_the_shard_is_settled_when_its_rows_pass_the_last_stage_that_can_fail_them(tmp_path):
+    async def scenario():
+        settled = asyncio.Event()
+
+        async def judged(ctx, row):
+            row["a"] = row["n"]
+            return row
+
+        async def paired(ctx, row):  # like perturb: waits here until the source has heard
+            await settled.wait()
+            row["b"] = row["n"]
+            return row
+
+        first = _link(tmp_path, "one", judged, "a")
+        second = _link(tmp_path, "two", paired, "b")
+        second = ChainStage(
+            Stage(
+                name="two", reads=None, settings=lambda c: {}, fields=second.stage.fields, row=paired, fails_rows=False
+            ),
+            second.store,
+            second.schema,
+        )
+        heard = []
+
+        def done(index):
+            heard.append((index, (tmp_path / "two" / "part-00000.parquet").exists()))
+            settled.set()
+
+        engine = RowChain(
+            None, [first, second], _source(tmp_path, 1, 3), max_rows_in_flight=8, window=2, on_shard_done=done
+        )
+        await asyncio.wait_for(engine.run(shard_range(1)), timeout=10)  # heard only after "two": a deadlock
+        return heard
+
+    assert asyncio.run(scenario()) == [(0, False)]
+    assert list(read_parquet_dir(tmp_path / "two")["b"]) == [0, 1, 2]
+
+
+def test_perturb_never_fails_a_row_whatever_its_requests_meet(tmp_path):
+    from trace_builder.config import load_config
+    from trace_builder.llm.client import LLMClient
+    from trace_builder.pipeline.context import StageContext
+    from trace_builder.pipeline.engine import guarded
+    from trace_builder.pipeline.perturb import STAGE as PERTURB
+
+    class Down:  # every request fails for good (after the backend's retries)
+        model = "down"
+
+        async def complete(self, request):
+            raise LLMError("server_error", "HTTP 500")
+
+        async def aclose(self):
+            pass
+
+    row = {
+        "id": "r1", "language": "en", "split": "train", "status": "ok", "description": "Describe tea.",
+        "input": "None", "prompt": "Describe tea.\n1. Use three sentences.", "response": "Tea is a drink.",
+        "constraints": ["Use three sentences."], "dimensions": ["length"], "checks": [None], "judgement": [],
+    }  # fmt: skip
+    ctx = StageContext(load_config(profile="trace"), tmp_path, LLMClient(Down()))
+    out = asyncio.run(guarded(PERTURB.row, ctx, dict(row), "perturb"))
+    assert out["status"] == "ok" and out["dpo_status"] == "failed" and out["iopo_status"] == "failed"
+    assert not PERTURB.fails_rows  # what admission relies on to plan before rows reach it

@@ -5,8 +5,9 @@ needs: attrition grows with the constraint count and differs by dimension. `Quot
 admits seeds in rounds. Each round's plans (constraint count and dimensions per seed) are
 sized from the yields measured on every earlier round, and the round is written as seed
 shards before its rows run, so a resumed run continues exactly where it stopped; a round
-starts only when the rows of the previous one are done, which keeps every decision a
-function of what is on disk.
+starts only when the rows of the previous one have passed the last stage that can fail them
+(`Stage.fails_rows`: respond), which keeps every decision a function of what is on disk while
+those rows go on through perturb.
 
 Every seed belongs to one side, train or eval, for good (`seed_side`): its rows, reuses
 included, fill only that side's quotas, so no seed reaches both splits.

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from trace_builder.errors import LLMError
 from trace_builder.llm.client import ROW_PROGRESS, RowProgress, RowSchedule
-from trace_builder.pipeline.stage import Row, RowFn, Stage
+from trace_builder.pipeline.stage import Row, RowFn, Stage, settled_stage
 from trace_builder.run.store import StageStore
 
 
@@ -76,8 +76,9 @@ class _OpenShard:
 class RowChain:
     """Run rows of `source`'s shards through `chain`, writing each stage's shards as they complete.
 
-    `on_shard_done(index)` fires once the last stage of the chain has shard `index`: a row
-    source that admits more input (a target-size run) listens to it.
+    `on_shard_done(index)` fires once shard `index` has passed the chain's last stage that can
+    fail a row (`Stage.fails_rows`): its rows' statuses are final from there on. A row source
+    that admits more input (a target-size run) listens to it, and plans from that stage's store.
     """
 
     def __init__(
@@ -100,6 +101,8 @@ class RowChain:
         self._fatal: asyncio.Future = asyncio.get_running_loop().create_future()
         self._admitted = 0
         self._schedule = RowSchedule()
+        settled = settled_stage([link.stage for link in self.chain])
+        self._settled = next(link for link in self.chain if link.stage is settled)
 
     async def run(self, shards: AsyncIterable[int]) -> None:
         """Process every shard index `shards` yields (it may keep yielding while rows run)."""
@@ -127,7 +130,7 @@ class RowChain:
         """The source's next shard index, None at its end.
 
         While the source makes the engine wait (a target-size run admits its next round only
-        once the rows in flight are done), those rows are all there is: they drain.
+        once the rows in flight have settled), those rows are all there is: they drain.
         """
         self._raise_if_fatal()
         step = asyncio.ensure_future(_pull(source))
@@ -153,8 +156,9 @@ class RowChain:
 
     async def _start_shard(self, index: int) -> None:
         pending = [link for link in self.chain if index not in link.store.done_shards()]
-        if not pending:
+        if not any(link is self._settled for link in pending):
             self.on_shard_done(index)
+        if not pending:
             return
         first = self.chain.index(pending[0])
         before = self.chain[first - 1].store if first else self.source
@@ -213,10 +217,11 @@ class RowChain:
     def _write(self, shard: _OpenShard, link: ChainStage) -> None:
         rows = shard.passed.pop(link.stage.name)
         link.store.write_shard(shard.index, pa.Table.from_pylist(rows, schema=link.schema))
+        if link is self._settled:
+            self.on_shard_done(shard.index)
         if link is self.chain[-1]:
             del self._open[shard.index]
             self._room.set()
-            self.on_shard_done(shard.index)
 
 
 # Allocations between young collections while rows run (CPython's default is 700).

@@ -249,5 +249,6 @@ STAGE = Stage(
     uses_llm=lambda config: True,
     summary=summarize,
     summary_columns=("perturb_attempts", "iopo_status", "x1_y2_passes", "rejected_attempts"),
+    fails_rows=False,  # make_rejected and iopo_group catch their failures
     description="DPO's rejected answer, and x1 perturbed into x2, answered, the four pairings judged (IOPO)",
 )

@@ -38,7 +38,7 @@ from trace_builder.pipeline.registry import (
     stages_from,
 )
 from trace_builder.pipeline.retry import reopen_retryable
-from trace_builder.pipeline.stage import Stage
+from trace_builder.pipeline.stage import Stage, settled_stage
 from trace_builder.prompts import prompts_digest
 from trace_builder.report.status import per_train_row
 from trace_builder.run.batches import pending_batches, pending_line
@@ -144,7 +144,7 @@ def _tops_up(config: RunConfig, run_dir: Path, group: list[Stage], stores: dict[
     """A finished target run asked for more (a larger target or budget): admission goes on."""
     if not _admits(group[0], config):
         return False
-    admission = QuotaAdmission(StageContext(config, run_dir, None), stores["seeds"], stores[group[-1].name])
+    admission = QuotaAdmission(StageContext(config, run_dir, None), stores["seeds"], stores[settled_stage(group).name])
     return admission.wants_more()
 
 
@@ -323,8 +323,9 @@ async def _run_chain(
         ]
     source: RowSource
     if admitting:
-        # The chain's own store of its last stage: it knows every shard the moment it is written.
-        source = QuotaAdmission(ctx, stores["seeds"], stores[row_stages[-1].name])
+        # The chain's own store of the stage after which rows' statuses are final: it knows every
+        # shard the moment it is written, and the next round is planned while the rows go on.
+        source = QuotaAdmission(ctx, stores["seeds"], stores[settled_stage(row_stages).name])
         stores["seeds"].begin(fingerprints["seeds"], None)
     else:
         source = RowSource(StageStore(ctx.run_dir, row_stages[0].reads))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,10 @@ class Stage:
     # Output that no stage reads and that is a pure function of the input and settings (the filter):
     # a change of its settings rebuilds it instead of being refused, and so does a change of its input.
     rebuilt_on_change: bool = False
+    # Whether the stage can fail a row. One that cannot (perturb: a failed pair fails only its own
+    # side) leaves every row's status as it found it, so a target-size run knows which rows are
+    # usable, and plans its next round, before they have passed it.
+    fails_rows: bool = True
 
     def __post_init__(self) -> None:
         if (self.row is None) == (self.whole is None):
@@ -53,6 +57,11 @@ class Stage:
     @property
     def row_wise(self) -> bool:
         return self.row is not None
+
+
+def settled_stage(stages: Sequence[Stage]) -> Stage:
+    """The last of `stages` that can fail a row (the last, if none can): after it, a row's status is final."""
+    return next((stage for stage in reversed(stages) if stage.fails_rows), stages[-1])
 
 
 def model_settings(config: RunConfig) -> dict[str, Any]:
