@@ -24,10 +24,9 @@ For each it prints requests, elapsed, the ideal N x latency / concurrency, effic
 (ideal / elapsed: 1.0 means the server was never left idle) and requests/s; for the pipeline
 also its peak RSS and RSS sampled over the run (flat = memory does not grow with the run).
 
-Measured on 2 shared cores (load 0.3-0.6): 1000 seeds, 0.5 s, 64 in flight: pipeline 0.954 of
-the ideal, the bare client 0.968 (3000 seeds: pipeline 0.960). Peak RSS at latency 0 through
-expand: 188 MiB at 10K seeds, 208 MiB at 50K (the seeds stage loading the seed file; the chain
-itself stays at 185-195 MiB).
+Measured on 2 shared cores, 0.5 s, 64 in flight: 1000 seeds greedy 0.961 of the ideal, the bare
+client 0.968-0.975; --sampled 0.916-0.924 (3000 seeds: 0.953-0.961); --sampled --train-rows 600
+--eval-rows 100: 0.91-0.92. The README's table has the rest.
 """
 
 from __future__ import annotations

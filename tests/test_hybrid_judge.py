@@ -58,7 +58,7 @@ def test_a_failed_check_spares_the_llm_judge_but_for_the_audit_sample(tmp_path):
             asyncio.run(
                 run_pipeline(config, tmp_path / f"run{audit}", ["seeds", "taxonomy", "expand", "respond", "perturb"])
             )
-            asked[audit] = server.stats_snapshot()["by_task"].get("respond.judge_rejected", 0)
+            asked[audit] = server.stats_snapshot()["by_task"].get("perturb.judge_rejected", 0)
         rows = read_parquet_dir(tmp_path / f"run{audit}" / "perturb")
         rows = rows[(rows["status"] == "ok") & rows["checks"].map(lambda c: c[0] is not None)]
         assert len(rows) >= 3 and (rows["dpo_status"] == "ok").all()  # the check alone fails the worse answer

@@ -12,13 +12,13 @@ from trace_builder.testing.scripted import respond
 
 
 def test_every_task_has_one_role():
-    assert [role_of(t) for t in ("respond.judge", "respond.judge_rejected", "perturb.judge", "eval.judge")] == [
+    assert [role_of(t) for t in ("respond.judge", "perturb.judge_rejected", "perturb.judge", "eval.judge")] == [
         "judge"
     ] * 4
     assert {role_of(t) for t in ("expand.rewrite", "expand.structure", "expand.quality", "perturb.rewrite")} == {
         "rewriter"
     }
-    assert role_of("respond.worse") == "worse"
+    assert role_of("perturb.worse") == role_of("respond.worse") == "worse"  # the latter: runs made before
     assert {role_of(t) for t in ("respond.answer", "perturb.answer", "seeds.synthesize")} == {"generator"}
 
 

@@ -240,7 +240,7 @@ def _judge_user(graded: list[str], response: str, wording: int) -> str:
     return f"Instruction as the user saw it:\n{trace}\nScore only these:\n{listing}\nAnswer under review <<<{response}>>> end"
 
 
-@pytest.mark.parametrize("tag", ["respond.judge", "respond.judge_rejected", "perturb.judge", "eval.judge"])
+@pytest.mark.parametrize("tag", ["respond.judge", "perturb.judge_rejected", "perturb.judge", "eval.judge"])
 @pytest.mark.parametrize("wording", [0, 1])
 def test_judge_scores_the_last_min_items_numbered_lines_by_their_marks(tag, wording):
     graded = [BANNED_TEXT, "Stay on the topic of tides."]
@@ -265,7 +265,7 @@ def test_worse_drops_a_mark_uses_banned_words_and_runs_long():
     texts = [text for _, text in X1]
     prompt = build_user_prompt("Describe the sea.", texts)
     good = respond("respond.answer", body(prompt))
-    worse = respond("respond.worse", body(f"Any wording\n{prompt}\nGood one:\n<<<\n{good}\n>>>\nDo worse."))
+    worse = respond("perturb.worse", body(f"Any wording\n{prompt}\nGood one:\n<<<\n{good}\n>>>\nDo worse."))
     assert mark(texts[0]) not in worse and keyword_for(KEYWORD_TEXT) not in worse
     assert mark(texts[1]) in worse and mark(texts[2]) in worse
     assert "banned89abcdef" in worse and len(worse.split()) > 300

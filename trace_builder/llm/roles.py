@@ -25,13 +25,14 @@ REWRITER_TASKS = frozenset({"expand.rewrite", "expand.structure", "expand.qualit
 
 
 def role_of(tag: str) -> str:
-    """The role that answers a task ('respond.judge_rejected' -> judge, 'respond.worse' -> worse)."""
+    """The role that answers a task ('perturb.judge_rejected' -> judge, 'perturb.worse' -> worse; runs
+    made before DPO's worse answer moved to perturb tagged it 'respond.worse')."""
     task = tag.rsplit(".", 1)[-1]
     if task.startswith("judge"):
         return "judge"
     if tag in REWRITER_TASKS:
         return "rewriter"
-    if tag == "respond.worse":
+    if task == "worse":
         return "worse"
     return GENERATOR
 

@@ -237,15 +237,14 @@ def _quiet_collector() -> Iterator[None]:
     meanwhile: ~0.2 s a dozen times per 1,000 seeds. Young collections come 10x less often.
     Measured at 1,000 seeds, 64 in flight: 2.1 s of collections -> 0.9 s, longest stall
     0.2 s -> 0.08 s. Frozen objects are still freed by reference counting; only cycles among
-    them wait for the unfreeze at the end. A chain inside a chain leaves the outer one's
+    them (garbage already, or garbage later) wait for the unfreeze at the end. A chain inside a chain leaves the outer one's
     settings be.
     """
     if gc.get_freeze_count():
         yield
         return
     thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no collection first: one walks the whole heap (in a test process, ~0.5 s a chain)
     gc.set_threshold(max(thresholds[0], _YOUNG_COLLECTION_EVERY), *thresholds[1:])
     try:
         yield

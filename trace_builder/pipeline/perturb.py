@@ -125,13 +125,13 @@ async def make_rejected(ctx: StageContext, row: dict) -> None:
         for attempt in range(1, attempts + 1):
             worse = await ctx.client.chat(
                 render_messages("worse", row["language"], prompt=row["prompt"], response=row["response"]),
-                tag="respond.worse",
+                tag="perturb.worse",
                 temperature=gen.temperature,
                 max_tokens=gen.max_tokens,
                 seed=ctx.llm_seed("worse", row["id"], *([attempt] if attempt > 1 else [])),
             )
             judgement = await judge_row(
-                ctx.client, row, worse, suffix="", tag="respond.judge_rejected", config=ctx.config
+                ctx.client, row, worse, suffix="", tag="perturb.judge_rejected", config=ctx.config
             )
             row["disputes"] = (row.get("disputes") or 0) + judgement.disputes
             row.update(rejected=worse, rejected_judgement=judgement.records(), rejected_attempts=attempt)

@@ -20,7 +20,7 @@ prompt template's wording, so rewording a template cannot break a test.
 - `*judge*`: the graded constraints are the last block of numbered lines before the first
   `<<<` (what the prompt lists, as a model reads it); the response is inside `<<<` ... `>>>`;
   a score is 10 when the constraint's mark is in the response, else 2.
-- `respond.worse`: the response inside `<<< >>>` without its first mark, plus every
+- `perturb.worse`: the response inside `<<< >>>` without its first mark, plus every
   `banned...` word in the message, running long.
 - `perturb.rewrite`: the current constraints are the numbered lines before `<<<`; the
   operation is the one the prompt names on its `Operation: X` line (as a model reads it; a
@@ -412,7 +412,7 @@ class Refused(Exception):
 
 
 # Tasks whose answer is free text: the ones a content filter refuses.
-_FREE_TEXT = ("expand.rewrite", "respond.worse", "eval.generate")
+_FREE_TEXT = ("expand.rewrite", "perturb.worse", "eval.generate")
 
 
 def _draw(*parts: Any) -> float:
@@ -473,7 +473,7 @@ class ScriptedResponder:
             return self._structured(self.structure(user, _schema(body)), task, body)
         if task == "expand.quality":
             return self._structured(self.quality(user, _schema(body)), task, body)
-        if task == "respond.worse":
+        if task == "perturb.worse":
             return self.worse(user)
         if task == "perturb.rewrite":
             return self._structured(self.perturb(user, _schema(body)), task, body)
