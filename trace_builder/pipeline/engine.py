@@ -237,8 +237,8 @@ def _quiet_collector() -> Iterator[None]:
     meanwhile: ~0.2 s a dozen times per 1,000 seeds. Young collections come 10x less often.
     Measured at 1,000 seeds, 64 in flight: 2.1 s of collections -> 0.9 s, longest stall
     0.2 s -> 0.08 s. Frozen objects are still freed by reference counting; only cycles among
-    them (garbage already, or garbage later) wait for the unfreeze at the end. A chain inside a chain leaves the outer one's
-    settings be.
+    them (garbage already, or garbage later) wait for the unfreeze at the end. A chain inside
+    a chain leaves the outer one's settings be.
     """
     if gc.get_freeze_count():
         yield
