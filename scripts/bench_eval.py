@@ -25,6 +25,7 @@ from pathlib import Path
 from trace_builder.evaluate.runner import evaluate_path
 from trace_builder.evaluate.settings import EvalConfig
 from trace_builder.testing.devserver import ScriptedServer
+from trace_builder.testing.scripted import instance
 
 
 def responder(task: str, body: dict) -> str:
@@ -32,6 +33,8 @@ def responder(task: str, body: dict) -> str:
     user = body["messages"][-1]["content"]
     if task == "eval.generate":
         return "An answer to: " + user.splitlines()[0][:200]
+    if task == "probe":  # the client's structured-output probe: any answer its schema accepts
+        return json.dumps(instance(body["response_format"]["json_schema"]["schema"]))
     count = body["response_format"]["json_schema"]["schema"]["properties"]["scores"]["minItems"]
     scores = [{"index": i, "reason": "scripted", "score": 10 if i % 3 else 6} for i in range(1, count + 1)]
     return json.dumps({"scores": scores})
