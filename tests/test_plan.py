@@ -22,7 +22,7 @@ from trace_builder.pipeline.plan import (
     forecast_admission,
     grown_pilot,
     make_plan,
-    pair_share,
+    pair_rate,
     project,
     projected_rows,
     run_rows_by_count,
@@ -121,7 +121,11 @@ def test_a_short_budget_projects_the_rows_the_filter_keeps_in_tracess_shape():
     projected = projected_rows(config, measures, {})
     # Fewer rows than the usable ones: the counts that filled up are trimmed to keep the shape.
     assert 0 < projected["sft"] < sum(n for (side, _), n in usable.items() if side == "train") < 300
-    assert projected["iopo"] == round(projected["sft"] * 0.5)
+    # Half the usable rows make an IOPO group, and the trim takes rows with a group first: more than
+    # half the kept rows have one, never more than the usable rows that made one.
+    usable_train = sum(n for (side, _), n in usable.items() if side == "train")
+    assert projected["sft"] * 0.5 < projected["iopo"] <= usable_train * 0.5 + 1
+    assert projected["dpo"] == projected["sft"]  # every row made a DPO pair
     # How far that size varies from run to run is said; a target the budget meets varies not at all.
     low, high = short_ranges(config, measures)["sft"]
     assert low <= projected["sft"] <= high < 300
@@ -129,13 +133,11 @@ def test_a_short_budget_projects_the_rows_the_filter_keeps_in_tracess_shape():
     assert projected_rows(config, {**measures}, {})["sft"] > projected["sft"]
 
 
-def test_pair_shares_follow_the_final_rows_mix_of_counts():
+def test_pair_rates_are_a_line_in_the_count():
     # IOPO groups hold for 9 rows in 10 at 2 constraints and 5 in 10 at 6: a line in the count.
-    measures = {"pairs_by_count": {"iopo": {2: [9, 10], 6: [5, 10]}}}
-    assert pair_share(measures, "iopo", {2: 1.0, 6: 1.0}) == pytest.approx(0.7)
-    assert pair_share(measures, "iopo", {6: 3.0, 2: 1.0}) == pytest.approx((0.9 + 3 * 0.5) / 4)
-    assert pair_share(measures, "iopo", {12: 1.0}) == 0.0  # the line ends at 0
-    assert pair_share(measures, "iopo", {}) == 0.0
+    rate = pair_rate({"pairs_by_count": {"iopo": {2: [9, 10], 6: [5, 10]}}}, "iopo")
+    assert rate(2) == pytest.approx(0.9) and rate(4) == pytest.approx(0.7) and rate(6) == pytest.approx(0.5)
+    assert rate(12) == 0.0 and rate(-20) == 1.0  # the line ends at 0 and 1
 
 
 def test_a_growing_pilot_measures_each_row_once(tmp_path):

@@ -17,7 +17,7 @@ from tests.conftest import write_config
 from tests.test_cli import cli
 from trace_builder.config import load_config
 from trace_builder.pipeline.admission import count_quotas, largest_remainder
-from trace_builder.pipeline.filter import shaped_quota
+from trace_builder.pipeline.filter import quota_split, shaped_quota
 from trace_builder.pipeline.runner import run_pipeline
 from trace_builder.run.store import manifest_path, read_json, read_parquet_dir
 from trace_builder.taxonomy import EVAL_COUNT_HISTOGRAM, TRAIN_COUNT_HISTOGRAM
@@ -75,6 +75,34 @@ def test_splits_of_every_size_at_once_match_the_rule_applied_one_size_at_a_time(
         assert shaped_quota(total, histogram, available, tolerance) == _shaped_one_size_at_a_time(
             total, histogram, available, tolerance
         )
+
+
+def test_a_split_that_cannot_take_every_row_takes_those_with_both_pairs_first():
+    statuses = [("ok", "ok"), ("ok", "failed"), ("failed", "failed"), ("failed", "ok")] * 5
+    kept = pd.DataFrame(
+        {
+            "split": ["train"] * 20 + ["eval"] * 4,
+            "constraint_count": [3] * 24,
+            "dpo_status": [d for d, _ in statuses] + ["skipped"] * 4,
+            "iopo_status": [i for _, i in statuses] + ["skipped"] * 4,
+        }
+    ).sample(frac=1, random_state=3)
+    pairs = (kept["dpo_status"] == "ok").astype(int) + (kept["iopo_status"] == "ok").astype(int)
+    for take in (4, 5, 15):
+        chosen, short = quota_split(kept, {"train": (take, [0, 0, 1]), "eval": (2, [0, 0, 1])}, seed=1)
+        assert not short and len(chosen["train"]) == take and len(chosen["eval"]) == 2
+        taken, left = (
+            pairs[list(chosen["train"])],
+            pairs[kept.index[kept["split"] == "train"].difference(chosen["train"])],
+        )
+        assert taken.min() >= left.max()  # never a row with fewer pairs while one with more is left
+    # Among rows with as many pairs, the seed decides, and decides the same way each time.
+    assert quota_split(kept, {"train": (2, [0, 0, 1])}, seed=1) == quota_split(kept, {"train": (2, [0, 0, 1])}, seed=1)
+    assert any(
+        quota_split(kept, {"train": (2, [0, 0, 1])}, seed=s)[0]
+        != quota_split(kept, {"train": (2, [0, 0, 1])}, seed=1)[0]
+        for s in range(2, 8)
+    )
 
 
 def test_target_run_reaches_exact_quotas_reusing_seeds(tmp_path):

@@ -195,10 +195,18 @@ def quota_split(
         quota = side_quota(rows, histogram, available, tolerance)
         chosen[side] = set()
         for count in sorted(quota):
-            labels = sorted(mine.index[mine == count], key=str)
-            rng.shuffle(labels)
-            chosen[side].update(labels[: quota[count]])
+            chosen[side].update(pairs_first(kept.loc[mine.index[mine == count]], rng)[: quota[count]])
     return chosen, short
+
+
+def pairs_first(rows: pd.DataFrame, rng: random.Random) -> list:
+    """`rows`' labels in the order a split that cannot take them all takes them: rows with both
+    preference pairs (DPO and IOPO ok) first, then one, then none; shuffled by `rng` among equals.
+    A kept train row's pairs were already paid for: a split that drops rows drops incomplete ones."""
+    labels = sorted(rows.index, key=str)
+    rng.shuffle(labels)
+    pairs = (rows["dpo_status"] == "ok").astype(int) + (rows["iopo_status"] == "ok").astype(int)
+    return sorted(labels, key=lambda label: -pairs[label])  # stable: the shuffle orders equals
 
 
 def _scores(judgements: pd.Series) -> pd.Series:
@@ -230,7 +238,7 @@ def final_selections(decided: pd.DataFrame, config: RunConfig) -> tuple[dict[str
         evals = kept[kept.index.isin(list(split_by_seed(kept["constraint_count"], kept["seed_id"], eval_size, seed)))]
         train = kept[~kept.index.isin(evals.index)]
         if cfg.train_size is not None and len(train) > cfg.train_size:
-            train = train.sample(n=cfg.train_size, random_state=seed).sort_index()
+            train = train.loc[pairs_first(train, random.Random(seed))[: cfg.train_size]].sort_index()
     selections = {
         "sft": train.index,
         "dpo": train.index[train["dpo_status"] == "ok"],

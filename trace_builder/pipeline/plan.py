@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -373,29 +374,37 @@ def seeds_needed(config: RunConfig, measures: dict[str, Any]) -> int:
 def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[int, float]) -> dict[str, int]:
     """The final rows per dataset the run will build: a target-size run's sides as the filter takes them
     from the usable rows its admission gets within the budget (each quota met, or a short side trimmed
-    to TRACE's shape), or a plain run's usable rows split as the filter splits them; dpo and iopo as
-    the pilot's shares of usable rows that also made them."""
+    to TRACE's shape), or a plain run's usable rows split as the filter splits them. dpo and iopo: the
+    pilot's shares of usable rows that also made them, and a split that takes only some of its
+    usable rows takes those with pairs first (`filter.pairs_first`)."""
+    rates = {side: pair_rate(measures, side) for side in ("dpo", "iopo")}
     if config.target.enabled:
         taken = final_rows_by_run(config, measures)
-        mix: dict[int, float] = {}
-        for quota in taken["train"]:
-            for c, n in quota.items():
-                mix[c] = mix.get(c, 0.0) + n / len(taken["train"])
-        sft = round(sum(mix.values()))
-        evals = round(sum(sum(q.values()) for q in taken["eval"]) / len(taken["eval"]))
+        usable = forecast(config, measures, config.target.seed_budget)["usable_samples"]
+        runs = len(taken["train"])
+        sft = round(sum(sum(quota.values()) for quota in taken["train"]) / runs)
+        evals = round(sum(sum(quota.values()) for quota in taken["eval"]) / len(taken["eval"]))
+        pairs = {
+            side: round(
+                sum(
+                    min(n, usable[run].get(("train", c), 0) * rate(c))
+                    for run, quota in enumerate(taken["train"])
+                    for c, n in quota.items()
+                )
+                / runs
+            )
+            for side, rate in rates.items()
+        }
     else:
         yields = yield_by_count(measures, list(run_rows))
         mix = {c: n * yields[c] for c, n in run_rows.items()}
         kept = sum(mix.values())
         evals = round(min(config.filter.eval_size, config.filter.eval_max_share * kept))
-        sft = round(kept - evals)
-        if config.filter.train_size is not None:
-            sft = min(sft, config.filter.train_size)
-    return {
-        "sft": sft,
-        **{side: round(sft * pair_share(measures, side, mix)) for side in ("dpo", "iopo")},
-        "eval": evals,
-    }
+        train = kept - evals
+        sft = round(min(train, config.filter.train_size if config.filter.train_size is not None else train))
+        share = {side: sum(n * rate(c) for c, n in mix.items()) / kept if kept else 0.0 for side, rate in rates.items()}
+        pairs = {side: round(min(sft, train * share[side])) for side in rates}
+    return {"sft": sft, **pairs, "eval": evals}
 
 
 def final_rows_by_run(config: RunConfig, measures: dict[str, Any]) -> dict[str, list[dict[int, int]]]:
@@ -428,13 +437,12 @@ def short_ranges(config: RunConfig, measures: dict[str, Any]) -> dict[str, list[
     return ranges
 
 
-def pair_share(measures: dict[str, Any], side: str, mix: dict[int, float]) -> float:
-    """The share of sft rows that also make `side` (dpo or iopo): the pilot's share per constraint count,
-    fitted as a line in the count, over the sft rows' mix of counts (`mix`: rows per count)."""
+def pair_rate(measures: dict[str, Any], side: str) -> Callable[[int], float]:
+    """The share of usable train rows that also make `side` (dpo or iopo) at a constraint count: the
+    pilot's shares per count, fitted as a line in the count."""
     pairs = measures["pairs_by_count"][side]
     a, b = fit_line([(c, made / n, n) for c, (made, n) in pairs.items() if n])
-    mass = sum(mix.values())
-    return sum(n * min(max(a + b * c, 0.0), 1.0) for c, n in mix.items()) / mass if mass else 0.0
+    return lambda count: min(max(a + b * count, 0.0), 1.0)
 
 
 def project(
