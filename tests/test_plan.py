@@ -236,3 +236,21 @@ def test_a_run_after_its_plan_counts_the_pilots_answers_in_its_cost_per_row(tmp_
     # Counting the answers the pilot paid for, the planned run cost what the fresh one did.
     assert per_train_row(fresh).removeprefix("per kept train row: ").split(" (")[0] == with_cache.split(": ")[1]
     assert float(paid_here.split(": ")[1].split(" ")[0]) < float(with_cache.split(": ")[1].split(" ")[0])
+
+
+def test_a_redone_shard_replays_the_runs_own_answers_without_counting_them_twice(tmp_path, scripted_server):
+    cfg = load_config(write_config(tmp_path / "c.yaml", scripted_server.base_url, limit=8))
+    run = tmp_path / "run"
+    asyncio.run(run_pipeline(cfg, run, list(STAGE_NAMES), console=QUIET))
+    first = per_train_row(run)
+    assert "cache served" not in first
+    # A shard redone (as for a retryable row) is answered from the cache: what the run paid for already.
+    StageStore(run, "respond").forget_shards({0})
+    asyncio.run(run_pipeline(cfg, run, list(STAGE_NAMES), console=QUIET))
+    assert StageStore(run, "respond").manifest["usage"]["cache_hits"] > 0
+    assert per_train_row(run) == first
+    # Rebuilt with --fresh, the stages' counts start again: the cache's answers were paid for before them.
+    asyncio.run(run_pipeline(cfg, run, list(STAGE_NAMES), fresh=True, console=QUIET))
+    paid_here, with_cache = per_train_row(run).split("; with the ")
+    assert paid_here.startswith("per kept train row: 0.0 requests")
+    assert first.removeprefix("per kept train row: ").split(" (")[0] == with_cache.split(": ")[1]

@@ -44,6 +44,7 @@ class ChatResult:
     # Answered through the Batch API (llm/batch.py): its tokens are priced at `prices.batch_discount`.
     batched: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_at: float | None = None  # when the answer cache stored it (epoch seconds); None: just answered
 
 
 class Backend(Protocol):

@@ -94,12 +94,15 @@ class RequestCache:
     def get(self, key: str) -> ChatResult | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT text, prompt_tokens, completion_tokens, finish_reason FROM answers WHERE key = ?",
+                "SELECT text, prompt_tokens, completion_tokens, finish_reason,"
+                " (created - 2440587.5) * 86400.0 FROM answers WHERE key = ?",  # julian days -> epoch seconds
                 (key,),
             ).fetchone()
         if row is None:
             return None
-        return ChatResult(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3])
+        return ChatResult(
+            text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3], cached_at=row[4]
+        )
 
     def put(self, key: str, model: str, result: ChatResult) -> None:
         with self._lock:

@@ -37,8 +37,10 @@ class TagUsage:
     batched: int = 0
     batched_prompt_tokens: int = 0
     batched_completion_tokens: int = 0
-    # Tokens of the answers the cache served (asked by a plan's pilot or an earlier session): what
-    # the data cost in all, beside what this run paid.
+    # Answers the cache served that the run's own counts do not hold, and their tokens: asked by a
+    # plan's pilot, or before the stage's counts began (`LLMClient.count_from`). What the data cost
+    # in all, beside what the run paid. A replay of the run's own answer (a shard redone) is not one.
+    prepaid_hits: int = 0
     cached_prompt_tokens: int = 0
     cached_completion_tokens: int = 0
 
@@ -178,6 +180,12 @@ class LLMClient:
         self._rejected: Counter[str] = Counter()  # rejections per question, where there is no cache
         self.refusals = RefusalWatch()  # a server refusing every request of a kind stops the run
         self.usage: dict[str, TagUsage] = defaultdict(TagUsage)
+        self._counted_since: dict[str, float] = {}  # stage -> when its counts began (epoch seconds)
+
+    def count_from(self, stage: str, since: float) -> None:
+        """The stage's usage counts (its manifest's) began at `since`: a cached answer stored before
+        then was paid for outside them (`TagUsage.prepaid_hits`); one stored since is among them."""
+        self._counted_since[stage] = since
 
     @property
     def model(self) -> str:
@@ -220,8 +228,11 @@ class LLMClient:
                     self._reject(key)  # cached before answers were validated: ask again, reseeded
                 else:
                     usage.cache_hits += 1
-                    usage.cached_prompt_tokens += cached.prompt_tokens
-                    usage.cached_completion_tokens += cached.completion_tokens
+                    since = self._counted_since.get(tag.split(".", 1)[0])
+                    if since is None or cached.cached_at is None or cached.cached_at < since:
+                        usage.prepaid_hits += 1
+                        usage.cached_prompt_tokens += cached.prompt_tokens
+                        usage.cached_completion_tokens += cached.completion_tokens
                     # The server answered this kind before: a rerun sends only what failed, and
                     # those being refused again says nothing about the rest.
                     self.refusals.answered(tag)

@@ -89,6 +89,10 @@ class RoleClients:
     async def complete(self, request, tag: str):
         return await self.for_tag(tag).complete(request, tag)
 
+    def count_from(self, stage: str, since: float) -> None:
+        for client in self.distinct:
+            client.count_from(stage, since)
+
     def usage_for(self, prefix: str) -> dict[str, Any]:
         total = TagUsage()
         for client in self.distinct:

@@ -301,11 +301,18 @@ async def cancel_batches(config: RunConfig, run_dir: Path) -> list[str]:
     return lines + ["the next run collects what they answered and submits the rest again"]
 
 
+def _begin(ctx: StageContext, store: StageStore, fingerprint: str, total_shards: int | None) -> None:
+    """Open a stage's store, and tell the client since when the store's usage counts run."""
+    store.begin(fingerprint, total_shards)
+    if ctx.client is not None:
+        ctx.client.count_from(store.stage, store.manifest["started"])
+
+
 async def _run_whole(ctx: StageContext, stage: Stage, store: StageStore, fingerprint: str) -> None:
     """seeds or filter: stages that need all of their input at once."""
     started = time.monotonic()
     source = StageStore(ctx.run_dir, stage.reads) if stage.reads else None
-    store.begin(fingerprint, source.manifest["total_shards"] if source else 0)
+    _begin(ctx, store, fingerprint, source.manifest["total_shards"] if source else 0)
     extra = await stage.whole(ctx, source, store)
     _finish(ctx, stage, store, time.monotonic() - started, **extra)
 
@@ -326,12 +333,12 @@ async def _run_chain(
         # The chain's own store of the stage after which rows' statuses are final: it knows every
         # shard the moment it is written, and the next round is planned while the rows go on.
         source = QuotaAdmission(ctx, stores["seeds"], stores[settled_stage(row_stages).name])
-        stores["seeds"].begin(fingerprints["seeds"], None)
+        _begin(ctx, stores["seeds"], fingerprints["seeds"], None)
     else:
         source = RowSource(StageStore(ctx.run_dir, row_stages[0].reads))
     await source.prepare()
     for stage in row_stages:
-        stores[stage.name].begin(fingerprints[stage.name], source.total_shards)
+        _begin(ctx, stores[stage.name], fingerprints[stage.name], source.total_shards)
     # Rows, not requests, are admitted (how many: llm/roles.py).
     in_flight = rows_in_flight(ctx.config) if ctx.client else 1024
 

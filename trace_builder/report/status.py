@@ -176,10 +176,11 @@ def per_train_row(run_dir: Path) -> str | None:
     cost = cost_of(by_task, config)
     money = f", ${cost / rows:,.4f}" if cost is not None else ""
     line = f"per kept train row: {requests / rows:,.1f} requests, {tokens / rows:,.0f} tokens{money} ({rows} rows)"
-    hits = sum(u.get("cache_hits", 0) for u in by_task.values())
+    hits = sum(u.get("prepaid_hits", 0) for u in by_task.values())
     if not hits:
         return line
-    # Answers the cache served were paid for too (by a plan's pilot or an earlier session).
+    # Answers the cache served that the run's counts do not hold were paid for too (a plan's pilot,
+    # an earlier session); a replay of the run's own answer (a redone shard) is counted once already.
     with_cache = {
         tag: {
             **u,
