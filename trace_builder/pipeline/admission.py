@@ -20,7 +20,7 @@ import hashlib
 import math
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -281,8 +281,14 @@ class QuotaAdmission(RowSource):
         return sum(1 for s in self.pool if sides[s.id] == side and (s.id, 0) not in used)
 
     def seeds_to_meet(self, state: dict) -> int:
-        """Seeds still to admit for every quota to be met, at the yields measured per count so far."""
-        return sum(seeds_wanted(self._short(state), state["usable"], state["admitted"], state["seeds"]).values())
+        """Seeds still to admit for every quota to be met (in MEET_ODDS of runs), at the yields the rows so
+        far show (`yield_curve`)."""
+        usable = Counter()
+        for (_, c), n in state["usable"].items():
+            usable[c] += n
+        yields = yield_curve(usable, state["admitted"], {c for _, c in self.need})
+        rng = np.random.default_rng(self.ctx.config.seed)
+        return seeds_to_meet(self.need, yields, rng, state["usable"], state["admitted"], state["seeds"])
 
     def wants_more(self) -> bool:
         """Quotas unmet and budget left: a finished run given a larger target or budget goes on admitting."""
@@ -316,7 +322,7 @@ class QuotaAdmission(RowSource):
             note = (
                 f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): "
                 + ", ".join(f"{side} {c} constraints {n}/{self.need[side, c]} short" for (side, c), n in short.items())
-                + f"; about {more} more seeds would meet it: rerun with --max-seeds {state['seeds'] + more}"
+                + f"; {more} more seeds meet it in {MEET_ODDS:.0%} of runs: rerun with --max-seeds {state['seeds'] + more}"
             )
             self.store.manifest["seeds_to_meet_target"] = more
         else:
@@ -375,6 +381,79 @@ def seeds_wanted(short: dict[tuple[str, int], int], usable: Counter, admitted: C
 
 def _smoothed(usable: int, admitted: int, overall: float) -> float:
     return max((usable + _PRIOR_ROWS * overall) / (admitted + _PRIOR_ROWS), MIN_YIELD)
+
+
+# A played-forward run stops after this many rounds, met or not (a real run stops at its budget).
+MAX_PLAYED_ROUNDS = 100
+
+
+def play_rounds(
+    need: dict[tuple[str, int], int],
+    yields: dict[int, float],
+    budget: float,
+    rng: np.random.Generator,
+    usable: Counter | None = None,
+    admitted: Counter | None = None,
+    seeds: int = 0,
+) -> tuple[Counter, Counter, int]:
+    """One run of admission's round rule (`seeds_wanted`) played forward from a state (`usable` per
+    (side, count), `admitted` per count, `seeds` in all; a fresh run by default): each round's usable
+    rows drawn at `yields` per count, until every quota in `need` is met or `budget` seeds are in.
+    Returns the usable rows and the seeds this play admitted, per (side, count), and the seeds in all."""
+    usable, admitted, added = Counter(usable), Counter(admitted), Counter()
+    for _ in range(MAX_PLAYED_ROUNDS):
+        short = {key: n - usable[key] for key, n in need.items() if usable[key] < n}
+        if not short or seeds >= budget:
+            break
+        for key, n in scale_to(seeds_wanted(short, usable, admitted, seeds), budget - seeds).items():
+            usable[key] += int(rng.binomial(n, yields[key[1]]))
+            admitted[key[1]] += n
+            added[key] += n
+            seeds += n
+    return usable, added, seeds
+
+
+# How many rows of its own a count needs to weigh as much as the run's yield curve (`yield_curve`).
+_CURVE_ROWS = 20
+# How sure "N more seeds meet the target" is: the N that met it in this share of played-forward runs.
+MEET_ODDS = 0.9
+_MEET_RUNS = 200
+
+
+def seeds_to_meet(
+    need: dict[tuple[str, int], int],
+    yields: dict[int, float],
+    rng: np.random.Generator,
+    usable: Counter | None = None,
+    admitted: Counter | None = None,
+    seeds: int = 0,
+) -> int:
+    """Seeds to admit beyond `seeds` for every quota to be met in MEET_ODDS of runs: admission's
+    rounds played forward from the state at `yields`, budget aside. One round's need / yield is met only about as often as not, and a short count of one row at a
+    low yield far less often than that."""
+    added = sorted(
+        play_rounds(need, yields, math.inf, rng, usable, admitted, seeds)[2] - seeds for _ in range(_MEET_RUNS)
+    )
+    return added[min(math.ceil(MEET_ODDS * _MEET_RUNS), _MEET_RUNS) - 1]
+
+
+def yield_curve(usable: Mapping[int, int], admitted: Mapping[int, int], counts: Iterable[int]) -> dict[int, float]:
+    """Each count's yield (usable rows per admitted row, both given per count), read off its own rows
+    where it has many and off the run's curve where it has few.
+
+    The curve is log-linear in the count (a constraint met with some chance each: yields fall about
+    geometrically), fitted over every count weighted by its rows (a count with no usable row counts
+    half of one); a count's own rows then weigh against _CURVE_ROWS rows at the curve. A high count
+    with a few failed rows of its own is neither planned at the run's average nor taken as impossible."""
+    points = [(c, math.log(max(usable.get(c, 0), 0.5) / n), n) for c, n in admitted.items() if n]
+    mass = sum(w for _, _, w in points)
+    if not mass:
+        return dict.fromkeys(counts, _FIRST_ROUND_YIELD)
+    mc, my = sum(c * w for c, _, w in points) / mass, sum(y * w for _, y, w in points) / mass
+    spread = sum(w * (c - mc) ** 2 for c, _, w in points)
+    slope = min(sum(w * (c - mc) * (y - my) for c, y, w in points) / spread, 0.0) if spread > 1e-12 else 0.0
+    curve = {c: min(math.exp(my + slope * (c - mc)), 1.0) for c in counts}
+    return {c: (usable.get(c, 0) + _CURVE_ROWS * y) / (admitted.get(c, 0) + _CURVE_ROWS) for c, y in curve.items()}
 
 
 def scale_to(wanted: dict, budget: int) -> dict:

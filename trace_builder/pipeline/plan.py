@@ -8,10 +8,11 @@ precise as asked (`grown_pilot`).
 
 Per row and stage, what a fresh run would ask is counted (`Meter`): every answer the backend
 gives, and every answer an earlier session had left in the cache; an answer repeated inside
-the pilot is not (the run gets it from the cache too). Costs and yields are fitted as a
-straight line in the constraint count (more constraints: more answers until full marks,
-longer judgements, lower yield), then summed over the rows the run will have: a plain run's
-known plans, or the seeds a target-size run's admission rounds take (`forecast_admission`).
+the pilot is not (the run gets it from the cache too). Costs are fitted as a straight line in
+the constraint count (more constraints: more answers until full marks, longer judgements), and
+yields read as admission reads a run's (`yield_curve`: falling about geometrically), then
+summed over the rows the run will have: a plain run's known plans, or the seeds a target-size
+run's admission rounds take (`forecast_admission`).
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from trace_builder.llm.client import ROW_PROGRESS
 from trace_builder.llm.factory import make_backend
 from trace_builder.llm.roles import ROLES, cost_of, open_role_clients, role_of
 from trace_builder.pipeline.admission import (
-    MIN_YIELD,
+    MEET_ODDS,
     SIDES,
     QuotaAdmission,
     measure_yields,
+    play_rounds,
     rows_needed,
-    scale_to,
-    seeds_wanted,
+    seeds_to_meet,
     side_targets,
+    yield_curve,
 )
 from trace_builder.pipeline.context import StageContext
 from trace_builder.pipeline.filter import side_quota
@@ -57,7 +59,6 @@ MAX_PILOT_PASSES = 4
 # Simulated runs behind a target-size run's forecast of its admission rounds.
 FORECAST_RUNS = 200
 FORECAST_SAMPLES = 20  # of them trimmed to TRACE's shape as the filter trims a short split
-FORECAST_MAX_ROUNDS = 100
 METRICS = ("requests", "prompt_tokens", "completion_tokens")
 # The row-wise stages in chain order: `RowProgress.stage` is an index into this list.
 ROW_STAGES = tuple(s.name for s in STAGES if s.row_wise)
@@ -294,15 +295,14 @@ def fixed_costs(measures: dict[str, Any]) -> dict[str, int]:
 
 
 def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, float]:
-    """Usable rows per admitted row, per constraint count: the pilot's yields fitted as a line in the count."""
-    admitted, usable = measures["admitted_by_count"], measures["usable_by_count"]
-    a, b = fit_line([(c, usable.get(c, 0) / n, n) for c, n in admitted.items() if n])
-    return {c: min(max(a + b * c, MIN_YIELD), 1.0) for c in counts}
+    """Usable rows per admitted row, per constraint count: the pilot's rows read as admission reads a
+    run's (`yield_curve`)."""
+    return yield_curve(measures["usable_by_count"], measures["admitted_by_count"], counts)
 
 
 def forecast_admission(config: RunConfig, measures: dict[str, Any], budget: float) -> dict[str, dict]:
     """What a target-size run admits within `budget`, and the usable rows it gets, per (side, count):
-    admission's round rule (`seeds_wanted`) played forward, usable rows drawn at the pilot's fitted
+    admission's round rule played forward (`play_rounds`), usable rows drawn at the pilot's fitted
     yields, averaged over FORECAST_RUNS runs. Rounds sized on partial yields overshoot (small quotas
     the most), and the forecast keeps that overshoot where need / yield would not."""
     need = rows_needed(config)
@@ -312,18 +312,8 @@ def forecast_admission(config: RunConfig, measures: dict[str, Any], budget: floa
     usable_total: Counter = Counter()
     samples: list[Counter] = []
     for _ in range(FORECAST_RUNS):
-        usable: Counter = Counter()
-        admitted: Counter = Counter()
-        seeds = 0
-        for _ in range(FORECAST_MAX_ROUNDS):
-            short = {key: n - usable[key] for key, n in need.items() if usable[key] < n}
-            if not short or seeds >= budget:
-                break
-            for key, n in scale_to(seeds_wanted(short, usable, admitted, seeds), budget - seeds).items():
-                usable[key] += int(rng.binomial(n, yields[key[1]]))
-                admitted[key[1]] += n
-                admitted_total[key] += n
-                seeds += n
+        usable, admitted, _ = play_rounds(need, yields, budget, rng)
+        admitted_total.update(admitted)
         usable_total.update(usable)
         if len(samples) < FORECAST_SAMPLES:
             samples.append(usable)
@@ -367,8 +357,11 @@ def run_rows_by_count(config: RunConfig, measures: dict[str, Any], sides: tuple[
 
 
 def seeds_needed(config: RunConfig, measures: dict[str, Any]) -> int:
-    """Seeds a target-size run admits to meet every quota, budget aside."""
-    return math.ceil(sum(forecast(config, measures)["admitted"].values()))
+    """Seeds a target-size run admits to meet every quota in MEET_ODDS of runs, budget aside: the
+    budget to pass. (The forecast's mean is met only about as often as not.)"""
+    need = rows_needed(config)
+    yields = yield_by_count(measures, sorted({c for _, c in need}))
+    return seeds_to_meet(need, yields, numpy.random.default_rng(config.seed))
 
 
 def projected_rows(config: RunConfig, measures: dict[str, Any], run_rows: dict[int, float]) -> dict[str, int]:
@@ -653,7 +646,8 @@ def plan_summary_lines(plan: dict[str, Any]) -> list[str]:
         )
     if plan.get("seeds_needed", 0) > plan.get("seed_budget", math.inf):
         lines.append(
-            f"warning: the target needs about {plan['seeds_needed']:,} seeds and the budget is {plan['seed_budget']:,}: "
-            f"pass --max-seeds {plan['seeds_needed']:,} to meet it (the numbers above are what the budget buys)"
+            f"warning: the target needs {plan['seeds_needed']:,} seeds (met in {MEET_ODDS:.0%} of runs) and the "
+            f"budget is {plan['seed_budget']:,}: pass --max-seeds {plan['seeds_needed']:,} to meet it "
+            "(the numbers above are what the budget buys)"
         )
     return lines
