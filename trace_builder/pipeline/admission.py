@@ -323,6 +323,7 @@ class QuotaAdmission(RowSource):
                 f"quota shortfall ({why}: {state['seeds']} of {budget} seeds admitted): "
                 + ", ".join(f"{side} {c} constraints {n}/{self.need[side, c]} short" for (side, c), n in short.items())
                 + f"; {more} more seeds meet it in {MEET_ODDS:.0%} of runs: rerun with --max-seeds {state['seeds'] + more}"
+                + " (a ceiling: admission stops once the quotas are met)"
             )
             self.store.manifest["seeds_to_meet_target"] = more
         else:
