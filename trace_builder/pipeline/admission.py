@@ -430,8 +430,8 @@ def seeds_to_meet(
     seeds: int = 0,
 ) -> int:
     """Seeds to admit beyond `seeds` for every quota to be met in MEET_ODDS of runs: admission's
-    rounds played forward from the state at `yields`, budget aside. One round's need / yield is met only about as often as not, and a short count of one row at a
-    low yield far less often than that."""
+    rounds played forward from the state at `yields`, budget aside. One round's need / yield is met
+    only about as often as not, and a short count of one row at a low yield far less often."""
     added = sorted(
         play_rounds(need, yields, math.inf, rng, usable, admitted, seeds)[2] - seeds for _ in range(_MEET_RUNS)
     )
