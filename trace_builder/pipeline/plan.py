@@ -303,8 +303,8 @@ def yield_by_count(measures: dict[str, Any], counts: list[int]) -> dict[int, flo
 def forecast_admission(config: RunConfig, measures: dict[str, Any], budget: float) -> dict[str, dict]:
     """What a target-size run admits within `budget`, and the usable rows it gets, per (side, count):
     admission's round rule played forward (`play_rounds`), usable rows drawn at the pilot's yields
-    (`yield_by_count`), averaged over FORECAST_RUNS runs. Rounds sized on partial yields overshoot (small quotas
-    the most), and the forecast keeps that overshoot where need / yield would not."""
+    (`yield_by_count`), averaged over FORECAST_RUNS runs. Rounds sized on partial yields overshoot
+    (small quotas the most), and the forecast keeps that overshoot where need / yield would not."""
     need = rows_needed(config)
     yields = yield_by_count(measures, sorted({c for _, c in need}))
     rng = numpy.random.default_rng(config.seed)
