@@ -283,10 +283,7 @@ class QuotaAdmission(RowSource):
     def seeds_to_meet(self, state: dict) -> int:
         """Seeds still to admit for every quota to be met (in MEET_ODDS of runs), at the yields the rows so
         far show (`yield_curve`)."""
-        usable = Counter()
-        for (_, c), n in state["usable"].items():
-            usable[c] += n
-        yields = yield_curve(usable, state["admitted"], {c for _, c in self.need})
+        yields = yield_curve(state["usable_by_count"], state["admitted"], {c for _, c in self.need})
         rng = np.random.default_rng(self.ctx.config.seed)
         return seeds_to_meet(self.need, yields, rng, state["usable"], state["admitted"], state["seeds"])
 
@@ -337,7 +334,8 @@ class QuotaAdmission(RowSource):
 
 def measure_yields(seeds_store: StageStore, last: StageStore) -> dict:
     """Admitted rows per count and dimension, usable rows (ok at the chain's end, prompt not a repeat)
-    per (side, count) and per dimension, and each admitted seed's side, from the shards on disk."""
+    per (side, count), per count and per dimension, and each admitted seed's side, from the shards on
+    disk."""
     seeds = seeds_store.read(["seed_id", "use", "split", "planned_count", "planned_dimensions"])
     done = last.read(["status", "prompt", "split", "constraint_count", "dimensions"])
     admitted = Counter(seeds["planned_count"].astype(int)) if len(seeds) else Counter()
@@ -352,9 +350,13 @@ def measure_yields(seeds_store: StageStore, last: StageStore) -> dict:
         usable.update(zip(ok["split"], ok["constraint_count"].astype(int)))
         for dims in ok["dimensions"]:
             usable_dims.update(list(dims))
+    usable_by_count: Counter = Counter()
+    for (_, count), n in usable.items():
+        usable_by_count[count] += n
     return {
         "admitted": admitted,
         "usable": usable,
+        "usable_by_count": usable_by_count,
         "admitted_dims": admitted_dims,
         "usable_dims": usable_dims,
         "seeds": len(seeds),

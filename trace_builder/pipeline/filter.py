@@ -205,7 +205,7 @@ def pairs_first(rows: pd.DataFrame, rng: random.Random) -> list:
     A kept train row's pairs were already paid for: a split that drops rows drops incomplete ones."""
     labels = sorted(rows.index, key=str)
     rng.shuffle(labels)
-    pairs = (rows["dpo_status"] == "ok").astype(int) + (rows["iopo_status"] == "ok").astype(int)
+    pairs = ((rows["dpo_status"] == "ok").astype(int) + (rows["iopo_status"] == "ok").astype(int)).to_dict()
     return sorted(labels, key=lambda label: -pairs[label])  # stable: the shuffle orders equals
 
 

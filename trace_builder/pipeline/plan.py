@@ -235,10 +235,6 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console, 
     }
     # Usable as admission counts it (ok at the chain's end, prompt not a repeat), per planned count.
     measured = measure_yields(StageStore(folder, "taxonomy"), StageStore(folder, "perturb"))
-    # Per count, whatever side the rows have (a plain run's rows have none yet).
-    usable_by_count: Counter = Counter()
-    for (_, count), n in measured["usable"].items():
-        usable_by_count[count] += n
     return {
         "rows": len(rows),
         "available": len(available),  # rows the pilot could grow to
@@ -247,7 +243,7 @@ async def run_pilot(config: RunConfig, run_dir: Path, k: int, console: Console, 
         "sides": [str(side) for side in taxonomy["split"]],
         "costs": meter.costs,
         "admitted_by_count": dict(measured["admitted"]),
-        "usable_by_count": dict(usable_by_count),
+        "usable_by_count": dict(measured["usable_by_count"]),  # whatever side (a plain run's have none)
         "reused": meter.reused,
         "latencies": meter.latencies,
         "wall_seconds": time.perf_counter() - meter.started,
