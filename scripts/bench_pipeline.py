@@ -22,11 +22,14 @@ does not share the GIL with what is measured. Against it, in this order:
 
 For each it prints requests, elapsed, the ideal N x latency / concurrency, efficiency
 (ideal / elapsed: 1.0 means the server was never left idle) and requests/s; for the pipeline
-also its peak RSS and RSS sampled over the run (flat = memory does not grow with the run).
+also how full the server's slots were in each tenth of the run (where the idle time is: the
+start, the middle or the tail), its peak RSS and RSS sampled over the run (flat = memory does
+not grow with the run). With --keep, busy.json holds every answer's (start, end, task).
 
 Measured on 2 shared cores, 0.5 s, 64 in flight: 1000 seeds greedy 0.961 of the ideal, the bare
-client 0.968-0.975; --sampled 0.916-0.924 (3000 seeds: 0.953-0.961); --sampled --train-rows 600
---eval-rows 100: 0.91-0.92. The README's table has the rest.
+client 0.968-0.975; --sampled 0.904-0.924 (busy by tenth 0.89, 0.96-0.98, 0.47-0.49 at the end;
+3000 seeds: 0.953-0.961); --sampled --train-rows 600 --eval-rows 100: 0.91-0.92. The README's
+table has the rest.
 """
 
 from __future__ import annotations
@@ -64,6 +67,23 @@ def write_seeds(path: Path, count: int) -> None:
 def server_requests(base_url: str) -> int:
     with urllib.request.urlopen(base_url + "/_stats", timeout=30) as response:
         return json.loads(response.read())["requests"]
+
+
+def server_busy(base_url: str) -> list[tuple[float, float, str]]:
+    """(start, end, task) of each answer's latency (epoch seconds), as the devserver recorded them."""
+    with urllib.request.urlopen(base_url + "/_busy", timeout=30) as response:
+        return [tuple(entry) for entry in json.loads(response.read())["busy"]]
+
+
+def busy_by_tenth(busy: list[tuple[float, float, str]], start: float, end: float, concurrency: int) -> list[float]:
+    """How full the server's `concurrency` slots were in each tenth of [start, end] (1.0: never idle)."""
+    width = (end - start) / 10 or 1.0
+    filled = [0.0] * 10
+    for began, ended, _ in busy:
+        for i in range(10):
+            lo, hi = start + i * width, start + (i + 1) * width
+            filled[i] += max(0.0, min(ended, hi) - max(began, lo))
+    return [f / (width * concurrency) for f in filled]
 
 
 def rss_mib() -> float:
@@ -252,7 +272,7 @@ def main() -> None:
         console = Console(stderr=True, quiet=True)  # no live bars: they would cost the run CPU
         base_rss = rss_mib()
         with RssSampler() as sampler, RoundClock() as clock:
-            started = time.perf_counter()
+            started, started_epoch = time.perf_counter(), time.time()
             summary = asyncio.run(run_pipeline(config, work / "run", stages, fresh=True, console=console))
             elapsed = time.perf_counter() - started
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -272,6 +292,14 @@ def main() -> None:
         report("pipeline", requests, elapsed, args.latency, args.concurrency)
         if requests:
             print(f"              {1000 * elapsed / requests:.3f} ms of wall time per request")
+        if args.latency and requests:
+            busy = server_busy(base_url)
+            tenths = busy_by_tenth(busy, started_epoch, started_epoch + elapsed, args.concurrency)
+            first, last = min(b[0] for b in busy) - started_epoch, max(b[1] for b in busy) - started_epoch
+            print("busy by tenth " + " ".join(f"{f:.2f}" for f in tenths) + " (server slots filled in each tenth)")
+            print(f"              first answer began at {first:.2f} s, last ended at {last:.2f} s of {elapsed:.2f} s")
+            if args.keep:
+                (args.keep / "busy.json").write_text(json.dumps({"start": started_epoch, "busy": busy}))
         print(f"peak RSS      {peak_rss:.0f} MiB (at start {base_rss:.0f} MiB)")
         print(
             "RSS by tenth  " + " ".join(f"{r:.0f}" for r in sampler.by_tenth()) + " MiB (peak in each tenth of the run)"

@@ -443,3 +443,27 @@ def test_a_refusal_is_an_http_400_from_the_server():
                 messages=[{"role": "user", "content": build_user_prompt("Describe the sea.", ["Be brief."])}],
                 extra_headers={"X-Trace-Build-Task": "respond.answer"},
             )
+
+
+def test_the_server_records_when_each_answer_kept_it_busy():
+    import time
+    import urllib.request
+
+    import openai
+
+    from trace_builder.testing.devserver import ScriptedServer
+
+    with ScriptedServer(respond, latency_s=0.05) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        before = time.time()
+        for _ in range(2):
+            client.chat.completions.create(
+                model="scripted",
+                messages=[{"role": "user", "content": build_user_prompt("Describe the sea.", ["Be brief."])}],
+                extra_headers={"X-Trace-Build-Task": "respond.answer"},
+            )
+        with urllib.request.urlopen(server.base_url + "/_busy", timeout=10) as reply:
+            busy = json.loads(reply.read())["busy"]
+    assert [task for _, _, task in busy] == ["respond.answer", "respond.answer"]
+    assert all(before <= began and ended - began >= 0.05 for began, ended, _ in busy)
+    assert busy[0][1] <= busy[1][0]  # one after the other

@@ -66,6 +66,8 @@ class _Stats:
     by_task: Counter = field(default_factory=Counter)
     by_request: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
+    # (start, end, task) of every chat request's simulated latency (epoch seconds): how busy the server was, when
+    busy: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 def _quick_ack(sock) -> None:
@@ -216,6 +218,8 @@ class ScriptedServer:
             return 200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "test"}]}, {}
         if method == "GET" and path.endswith("/_stats"):
             return 200, self.stats_snapshot(), {}
+        if method == "GET" and path.endswith("/_busy"):
+            return 200, {"busy": self.stats.busy}, {}
         if method == "POST" and path.endswith("/chat/completions"):
             return await self._chat(headers, json.loads(body))
         if (reply := await self.batches.route(method, path, headers, body)) is not None:
@@ -239,7 +243,9 @@ class ScriptedServer:
             self.stats.faults["rate_limit"] += 1
             return 429, {"error": {"message": "rate limit reached", "type": "requests"}}, {"Retry-After": "0.5"}
         if self.latency_s and latency:
+            began = time.time()
             await asyncio.sleep(self.latency_s)
+            self.stats.busy.append((began, time.time(), task))
         if fault == "429":
             self.stats.faults["429"] += 1
             return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"}
