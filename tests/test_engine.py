@@ -208,3 +208,51 @@ def test_perturb_never_fails_a_row_whatever_its_requests_meet(tmp_path):
     out = asyncio.run(guarded(PERTURB.row, ctx, dict(row), "perturb"))
     assert out["status"] == "ok" and out["dpo_status"] == "failed" and out["iopo_status"] == "failed"
     assert not PERTURB.fails_rows  # what admission relies on to plan before rows reach it
+
+
+def test_waiting_requests_go_furthest_behind_first_within_a_wave_and_across_all_once_rows_drain():
+    from trace_builder.llm.client import PrioritySlots, RowProgress, RowSchedule
+
+    schedule = RowSchedule(wave=4)
+    rows = {  # name: (admission order, stage, answers in that stage)
+        "old wave, perturb": (1, 3, 2),
+        "old wave, respond, 2 answers": (2, 2, 2),
+        "old wave, respond, 1 answer": (3, 2, 1),
+        "new wave, expand": (5, 1, 0),
+        "no row": None,
+    }
+
+    async def served_order(draining: bool) -> list[str]:
+        schedule.drain(draining)
+        slots, served = PrioritySlots(1), []
+        await slots.acquire()  # the one slot is taken: everyone below waits
+
+        async def ask(name):
+            spec = rows[name]
+            progress = RowProgress(schedule, order=spec[0], stage=spec[1], requests=spec[2]) if spec else None
+            await slots.acquire(progress)
+            served.append(name)
+            slots.release()
+
+        waiting = [asyncio.create_task(ask(name)) for name in rows]
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(*waiting)
+        return served
+
+    # While rows are admitted, the older wave goes first, and within it the row furthest behind.
+    assert asyncio.run(served_order(draining=False)) == [
+        "no row",
+        "old wave, respond, 1 answer",
+        "old wave, respond, 2 answers",
+        "old wave, perturb",
+        "new wave, expand",
+    ]
+    # Once no more rows come, the rows alive are one wave.
+    assert asyncio.run(served_order(draining=True)) == [
+        "no row",
+        "new wave, expand",
+        "old wave, respond, 1 answer",
+        "old wave, respond, 2 answers",
+        "old wave, perturb",
+    ]

@@ -53,14 +53,18 @@ class TagUsage:
 class RowSchedule:
     """How the requests of a row engine's rows are ordered when more wait than there are slots.
 
-    While rows keep being admitted, the oldest row goes first: rows finish in the order they
-    came, so shards complete in order. Once no more rows are coming (`draining`), the row
-    furthest behind goes first (an earlier stage, fewer answers in it: the most requests still
-    to make): the rows end level, instead of a few late rows finishing their chains one
-    sequential request at a time while slots stand idle (longest-remaining-first, which is
-    optimal for chains of equal steps).
+    The row furthest behind goes first (an earlier stage, fewer answers in it: the most requests
+    still to make), so rows move level and the run ends with its slots full, instead of a few
+    late rows finishing their chains one sequential request at a time while slots stand idle.
+    While rows keep being admitted, that holds within a wave (`wave` rows in admission order, the
+    rows alive at once) and the older wave goes first: a row is never passed over by the whole
+    rest of the run, so shards still complete about in order and few stay open. Once no more rows
+    are coming (`draining`), the rows alive are one wave.
+    (scripts/bench_pipeline.py --sampled, 1,000 seeds: 0.913-0.923 of the ideal against 0.899-0.914
+    with the oldest row first while admitting; the last tenth of the run 0.55-0.61 full, not 0.47.)
     """
 
+    wave: int = 1  # rows per wave: the engine gives the rows it keeps alive
     draining: bool = False
     # Changes of any schedule: waiters ranked before the last one are ranked again.
     changes: ClassVar[int] = 0
@@ -81,9 +85,8 @@ class RowProgress:
     requests: int = 0  # answers this row got from the backend in that stage
 
     def rank(self) -> tuple[int, ...]:
-        if self.schedule.draining:
-            return (self.stage, self.requests, self.order)
-        return (self.order,)
+        wave = 0 if self.schedule.draining else self.order // max(self.schedule.wave, 1)
+        return (wave, self.stage, self.requests, self.order)
 
 
 # Set by the row engine in each row's task (a task's context is its own).

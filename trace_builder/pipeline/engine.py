@@ -6,9 +6,9 @@ still writes its output shard by shard, atomically, as soon as every row of that
 passed it; a finished shard is never redone, and a resumed run starts each row at the first
 stage whose shard is missing. Memory stays bounded: at most `max_rows_in_flight` rows are
 alive and at most `window` shards are open at once. When more requests wait than the client
-has slots, the oldest row goes first while rows are still being admitted, and the row furthest
-behind once the rows in flight are all there is, so that a run ends with its slots full
-(`trace_builder.llm.client.RowSchedule`).
+has slots, the row furthest behind goes first, among the rows admitted together while rows are
+still being admitted, among all once the rows in flight are all there is, so that a run ends
+with its slots full (`trace_builder.llm.client.RowSchedule`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class RowChain:
         self._tasks: set[asyncio.Task] = set()
         self._fatal: asyncio.Future = asyncio.get_running_loop().create_future()
         self._admitted = 0
-        self._schedule = RowSchedule()
+        self._schedule = RowSchedule(wave=max_rows_in_flight)
         settled = settled_stage([link.stage for link in self.chain])
         self._settled = next(link for link in self.chain if link.stage is settled)
 
@@ -196,8 +196,8 @@ class RowChain:
             self._room.set()
 
     async def _carry(self, shard: _OpenShard, position: int, row: Row, links: list[ChainStage]) -> None:
-        # When requests wait for a slot, the client orders them by their rows' progress: oldest
-        # row first while rows are admitted, furthest behind first once they drain (RowSchedule).
+        # When requests wait for a slot, the client orders them by their rows' progress: the row
+        # furthest behind first, within its wave of admitted rows until they drain (RowSchedule).
         progress = RowProgress(self._schedule, order=self._admitted)
         self._admitted += 1
         ROW_PROGRESS.set(progress)  # this task's context only
