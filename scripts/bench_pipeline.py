@@ -28,7 +28,7 @@ not grow with the run). With --keep, busy.json holds every answer's (start, end,
 
 Measured on 2 shared cores, 0.5 s, 64 in flight: 1000 seeds greedy 0.961 of the ideal, the bare
 client 0.960-0.975; --sampled 0.913-0.923 (busy by tenth 0.88-0.89, 0.96-0.98, 0.55-0.61 at the
-end; 3000 seeds: 0.953-0.961); --sampled --train-rows 600 --eval-rows 100: 0.91-0.92. The README's
+end; 3000 seeds: 0.948-0.961); --sampled --train-rows 600 --eval-rows 100: 0.91-0.92. The README's
 table has the rest.
 """
 

@@ -61,7 +61,7 @@ class RowSchedule:
     rest of the run, so shards still complete about in order and few stay open. Once no more rows
     are coming (`draining`), the rows alive are one wave.
     (scripts/bench_pipeline.py --sampled, 1,000 seeds: 0.913-0.923 of the ideal against 0.899-0.914
-    with the oldest row first while admitting; the last tenth of the run 0.55-0.61 full, not 0.47.)
+    with the oldest row first while admitting; the last tenth of the run 0.55-0.61 full, not 0.47-0.49.)
     """
 
     wave: int = 1  # rows per wave: the engine gives the rows it keeps alive
