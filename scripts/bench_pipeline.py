@@ -262,7 +262,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown stage(s) {unknown}: use {','.join(STAGE_NAMES)}")
 
-    server = devserver_process(latency=args.latency, **({"mark_rate": args.mark_rate} if args.sampled else {}))
+    sampling = {"mark_rate": args.mark_rate} if args.sampled else {}
+    server = devserver_process(latency=args.latency, record_busy=bool(args.latency), **sampling)
     with server as base_url, tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -453,7 +453,7 @@ def test_the_server_records_when_each_answer_kept_it_busy():
 
     from trace_builder.testing.devserver import ScriptedServer
 
-    with ScriptedServer(respond, latency_s=0.05) as server:
+    with ScriptedServer(respond, latency_s=0.05, record_busy=True) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         before = time.time()
         for _ in range(2):
@@ -467,3 +467,11 @@ def test_the_server_records_when_each_answer_kept_it_busy():
     assert [task for _, _, task in busy] == ["respond.answer", "respond.answer"]
     assert all(before <= began and ended - began >= 0.05 for began, ended, _ in busy)
     assert busy[0][1] <= busy[1][0]  # one after the other
+    with ScriptedServer(respond, latency_s=0.01) as server:  # off by default: it grows with every request
+        openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0).chat.completions.create(
+            model="scripted",
+            messages=[{"role": "user", "content": build_user_prompt("Describe the sea.", ["Be brief."])}],
+            extra_headers={"X-Trace-Build-Task": "respond.answer"},
+        )
+        with urllib.request.urlopen(server.base_url + "/_busy", timeout=10) as reply:
+            assert json.loads(reply.read())["busy"] == []

@@ -66,7 +66,7 @@ class _Stats:
     by_task: Counter = field(default_factory=Counter)
     by_request: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
-    # (start, end, task) of every chat request's simulated latency (epoch seconds): how busy the server was, when
+    # (start, end, task) of each chat request's simulated latency (epoch seconds), when `record_busy`
     busy: list[tuple[float, float, str]] = field(default_factory=list)
 
 
@@ -100,6 +100,7 @@ class ScriptedServer:
         api_key: str | None = None,
         requests_per_minute: float | None = None,
         dialects: tuple[str, ...] = ("json_schema", "json_object", "vllm", "prompt"),
+        record_busy: bool = False,
     ):
         self.responder = responder
         self.latency_s = latency_s
@@ -108,6 +109,9 @@ class ScriptedServer:
         self.port = port
         self.api_key = api_key  # when set, any other bearer token gets a 401
         self.dialects = dialects  # the structured-output dialects it honours (`_unspoken`: the others)
+        # Keep when each answer held the server (GET /v1/_busy): a benchmark's timeline, off by default
+        # because it grows with every request a long-lived server answers.
+        self.record_busy = record_busy
         # When set, chat requests above this rate (over the last second) get a 429, as from a
         # provider's rate limit: what the client's rate limiter learns from.
         self.requests_per_minute = requests_per_minute
@@ -245,7 +249,8 @@ class ScriptedServer:
         if self.latency_s and latency:
             began = time.time()
             await asyncio.sleep(self.latency_s)
-            self.stats.busy.append((began, time.time(), task))
+            if self.record_busy:
+                self.stats.busy.append((began, time.time(), task))
         if fault == "429":
             self.stats.faults["429"] += 1
             return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"}
@@ -372,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rpm", type=float, default=None, help="answer 429 above this many requests a minute")
     parser.add_argument(
+        "--record-busy", action="store_true", help="keep when each answer held the server (GET /v1/_busy)"
+    )
+    parser.add_argument(
         "--model-like",
         action="store_true",
         help="answer as a weak model behind a lax server (ScriptedResponder.model_like: lists one off, "
@@ -381,7 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     rate = {} if args.mark_rate is None else {"mark_rate": args.mark_rate}
     responder = ScriptedResponder.model_like(**rate) if args.model_like else ScriptedResponder(**rate)
     server = ScriptedServer(
-        responder, latency_s=args.latency, model=args.model, port=args.port, requests_per_minute=args.rpm
+        responder,
+        latency_s=args.latency,
+        model=args.model,
+        port=args.port,
+        requests_per_minute=args.rpm,
+        record_busy=args.record_busy,
     )
 
     async def serve() -> None:
